@@ -1,0 +1,77 @@
+// The interface the POP3 session uses to reach a mailbox. Nothing here
+// knows POP3. Every call returns at once; its handler runs later on the
+// event loop thread. A handler never runs after its Mailbox is destroyed.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace popbridge {
+
+// What went wrong upstream, in the terms a POP3 reply needs.
+enum class UpstreamError {
+  kNone,
+  kAuthFailed,    // credentials refused: -ERR [AUTH]
+  kUnavailable,   // cannot connect, connection lost, timed out: -ERR [SYS/TEMP]
+  kNoMailbox,     // the folder does not exist or cannot be opened: -ERR [SYS/PERM]
+  kMessageGone,   // the message was expunged by another client
+  kRefused,       // the server answered NO/BAD to a command: -ERR [SYS/PERM]
+};
+
+struct Status {
+  UpstreamError error = UpstreamError::kNone;
+  std::string detail;  // for logs; never contains credentials
+  bool ok() const { return error == UpstreamError::kNone; }
+};
+
+struct Credentials {
+  std::string user;
+  std::string password;
+};
+
+// One message as the session sees it at login.
+struct MessageEntry {
+  uint32_t uid = 0;
+  uint64_t size = 0;  // RFC822.SIZE: octets with CRLF line ends
+  bool seen = false;  // \Seen at login (for LAST)
+};
+
+// The mailbox at login: visible messages in UID order, numbered 1..n by POP3.
+struct Snapshot {
+  uint32_t uidvalidity = 0;
+  std::vector<MessageEntry> messages;
+};
+
+// A logged-in upstream session on one folder. Destroying it ends the
+// upstream session without committing anything.
+class Mailbox {
+ public:
+  virtual ~Mailbox() = default;
+
+  // Identifies the mailbox for locking: the same user and folder on the same
+  // upstream give the same key.
+  virtual const std::string& key() const = 0;
+
+  // Reads up to `length` octets of message `uid` starting at `offset`.
+  // `data` is shorter than `length` (possibly empty) when the message ends.
+  using ChunkHandler = std::function<void(Status status, std::string data)>;
+  virtual void fetch(uint32_t uid, uint64_t offset, uint64_t length, ChunkHandler done) = 0;
+
+  // Applies the delete policy to `uids` (the messages the client deleted).
+  using CommitHandler = std::function<void(Status status)>;
+  virtual void commit(std::vector<uint32_t> uids, CommitHandler done) = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  using LoginHandler =
+      std::function<void(Status status, std::unique_ptr<Mailbox> mailbox, Snapshot snapshot)>;
+  virtual void login(const Credentials& credentials, LoginHandler done) = 0;
+};
+
+}  // namespace popbridge

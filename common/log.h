@@ -1,0 +1,31 @@
+// Logging: one line per event on stderr, with a level filter.
+// Never pass a password or an authentication string to these functions.
+#pragma once
+
+#include <sstream>
+#include <string_view>
+
+namespace popbridge::log {
+
+enum class Level { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+
+void set_level(Level level);
+bool enabled(Level level);
+void write(Level level, std::string_view message);
+
+// log::info("session ", id, " closed") concatenates its arguments with
+// operator<<; nothing is formatted when the level is filtered out.
+template <typename... Args>
+void emit(Level level, const Args&... args) {
+  if (!enabled(level)) return;
+  std::ostringstream line;
+  (line << ... << args);
+  write(level, line.view());
+}
+
+template <typename... Args> void debug(const Args&... args) { emit(Level::kDebug, args...); }
+template <typename... Args> void info(const Args&... args) { emit(Level::kInfo, args...); }
+template <typename... Args> void warn(const Args&... args) { emit(Level::kWarn, args...); }
+template <typename... Args> void error(const Args&... args) { emit(Level::kError, args...); }
+
+}  // namespace popbridge::log

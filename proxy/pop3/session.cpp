@@ -1,0 +1,503 @@
+#include "proxy/pop3/session.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <utility>
+
+#include "common/log.h"
+#include "proxy/pop3/sasl.h"
+
+namespace popbridge {
+namespace {
+
+constexpr size_t kCommandLineMax = 255;  // RFC 2449 section 4, CRLF included
+constexpr size_t kSaslLineMax = 8192;    // a base64 PLAIN response is longer than a command
+
+std::string to_upper(std::string_view text) {
+  std::string upper(text);
+  for (char& c : upper)
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  return upper;
+}
+
+// The text after the command keyword and one space: USER and PASS take the
+// whole rest of the line, so a password may contain spaces.
+std::string_view rest_of_line(std::string_view line) {
+  const size_t space = line.find(' ');
+  return space == std::string_view::npos ? std::string_view{} : line.substr(space + 1);
+}
+
+}  // namespace
+
+enum StateMask : unsigned { kInAuthorization = 1, kInTransaction = 2 };
+
+struct Pop3Session::CommandSpec {
+  const char* verb;
+  unsigned states;
+  void (Pop3Session::*handler)(const pop3::Command&, std::string_view rest);
+};
+
+// Each command with the states that allow it (RFC 1939, 2449, 5034; LAST from RFC 1460).
+const Pop3Session::CommandSpec Pop3Session::kCommands[] = {
+    {"CAPA", kInAuthorization | kInTransaction, &Pop3Session::cmd_capa},
+    {"USER", kInAuthorization, &Pop3Session::cmd_user},
+    {"PASS", kInAuthorization, &Pop3Session::cmd_pass},
+    {"AUTH", kInAuthorization, &Pop3Session::cmd_auth},
+    {"STAT", kInTransaction, &Pop3Session::cmd_stat},
+    {"LIST", kInTransaction, &Pop3Session::cmd_list},
+    {"UIDL", kInTransaction, &Pop3Session::cmd_uidl},
+    {"RETR", kInTransaction, &Pop3Session::cmd_retr},
+    {"TOP", kInTransaction, &Pop3Session::cmd_top},
+    {"DELE", kInTransaction, &Pop3Session::cmd_dele},
+    {"RSET", kInTransaction, &Pop3Session::cmd_rset},
+    {"NOOP", kInTransaction, &Pop3Session::cmd_noop},
+    {"LAST", kInTransaction, &Pop3Session::cmd_last},
+    {"QUIT", kInAuthorization | kInTransaction, &Pop3Session::cmd_quit},
+};
+
+// A RETR or TOP in progress: the message comes from upstream a chunk at a
+// time and leaves dot-stuffed; the next chunk is asked for only while the
+// client keeps up, so memory stays bounded whatever the message size.
+struct Pop3Session::Transfer {
+  uint32_t index = 0;
+  uint32_t uid = 0;
+  uint64_t offset = 0;
+  pop3::MessageEncoder encoder;
+  std::string status_line;
+  bool started = false;        // the +OK line is out: errors can no longer be reported
+  bool awaiting_drain = false;
+  bool is_retr = false;
+};
+
+template <typename F>
+auto Pop3Session::guarded(F handler) {
+  return [alive = std::weak_ptr<bool>(alive_), handler = std::move(handler)](auto&&... args) {
+    if (auto flag = alive.lock(); flag && *flag) handler(std::forward<decltype(args)>(args)...);
+  };
+}
+
+Pop3Session::Pop3Session(SessionIo& io, Backend& backend, MailboxLocks& locks,
+                         SessionOptions options)
+    : io_(io), backend_(backend), locks_(locks), options_(std::move(options)),
+      parser_(kCommandLineMax) {}
+
+Pop3Session::~Pop3Session() { *alive_ = false; }
+
+void Pop3Session::start() {
+  reply("+OK popbridge ready.");
+  flush();
+}
+
+void Pop3Session::on_input(std::string_view bytes) {
+  if (state_ == State::kClosed) return;
+  parser_.feed(bytes);
+  pump();
+}
+
+void Pop3Session::on_drain() {
+  if (state_ == State::kClosed) return;
+  if (transfer_ && transfer_->awaiting_drain) {
+    transfer_->awaiting_drain = false;
+    fetch_next_chunk();
+  } else if (waiting_drain_) {
+    waiting_drain_ = false;
+    pump();
+  }
+}
+
+void Pop3Session::on_idle_timeout() {
+  if (state_ == State::kClosed) return;
+  log::info("pop3 ", options_.peer, ": idle timeout");
+  if (transfer_ && transfer_->started) {
+    // A reply now would land inside the message body.
+    state_ = State::kClosed;
+    io_.abort();
+    return;
+  }
+  reply("-ERR Disconnected for inactivity.");
+  close();
+}
+
+// Answers buffered commands in order until one has to wait for the
+// upstream or for the client to read.
+void Pop3Session::pump() {
+  while (!busy_ && state_ != State::kClosed) {
+    if (io_.queued() + out_.size() > options_.high_watermark) {
+      waiting_drain_ = true;
+      break;
+    }
+    const pop3::LineParser::Event event = parser_.next();
+    if (event.kind == pop3::LineParser::Kind::kNeedMore) break;
+    if (awaiting_sasl_ && event.kind != pop3::LineParser::Kind::kLine) {
+      awaiting_sasl_ = false;
+      parser_.set_max_line(kCommandLineMax);
+    }
+    switch (event.kind) {
+      case pop3::LineParser::Kind::kLine:
+        handle_line(event.line);
+        break;
+      case pop3::LineParser::Kind::kTooLong:
+        bad_command("-ERR Line too long.");
+        break;
+      case pop3::LineParser::Kind::kInvalid:
+        bad_command("-ERR Invalid characters in line.");
+        break;
+      case pop3::LineParser::Kind::kNeedMore:
+        break;
+    }
+  }
+  flush();
+  if (state_ != State::kClosed) io_.set_reading(parser_.buffered() < options_.input_limit);
+}
+
+void Pop3Session::handle_line(std::string_view line) {
+  if (awaiting_sasl_) {
+    awaiting_sasl_ = false;
+    parser_.set_max_line(kCommandLineMax);
+    finish_sasl(line);
+    return;
+  }
+  pop3::Command command;
+  if (!pop3::parse_command(line, command)) {
+    bad_command("-ERR Unknown command.");
+    return;
+  }
+  const unsigned state_bit =
+      state_ == State::kAuthorization ? kInAuthorization
+                                      : (state_ == State::kTransaction ? kInTransaction : 0u);
+  for (const CommandSpec& spec : kCommands) {
+    if (command.verb != spec.verb) continue;
+    if ((spec.states & state_bit) == 0) {
+      bad_command("-ERR Command not valid in this state.");
+      return;
+    }
+    (this->*spec.handler)(command, rest_of_line(line));
+    return;
+  }
+  bad_command("-ERR Unknown command.");
+}
+
+void Pop3Session::bad_command(std::string_view line) {
+  reply(line);
+  if (++bad_commands_ >= options_.max_bad_commands) {
+    reply("-ERR Too many bad commands, closing.");
+    close();
+  }
+}
+
+// ---- AUTHORIZATION ----
+
+void Pop3Session::cmd_capa(const pop3::Command&, std::string_view) {
+  std::string capa = "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n"
+                     "AUTH-RESP-CODE\r\nPIPELINING\r\n";
+  if (state_ == State::kAuthorization) capa += "USER\r\nSASL PLAIN\r\n";
+  capa += "EXPIRE NEVER\r\nIMPLEMENTATION " + options_.implementation + "\r\n.\r\n";
+  out_ += capa;
+}
+
+void Pop3Session::cmd_user(const pop3::Command&, std::string_view rest) {
+  if (rest.empty()) return reply("-ERR Missing user name.");
+  user_.assign(rest);
+  reply("+OK");
+}
+
+void Pop3Session::cmd_pass(const pop3::Command&, std::string_view rest) {
+  if (user_.empty()) return reply("-ERR No user name given.");
+  login(std::exchange(user_, {}), std::string(rest));
+}
+
+void Pop3Session::cmd_auth(const pop3::Command& command, std::string_view) {
+  if (command.args.empty()) {
+    out_ += "+OK\r\nPLAIN\r\n.\r\n";
+    return;
+  }
+  if (to_upper(command.args[0]) != "PLAIN" || command.args.size() > 2) {
+    return reply("-ERR Unsupported authentication mechanism.");
+  }
+  if (command.args.size() == 2) {
+    // RFC 5034: "=" is an empty initial response, which PLAIN cannot use.
+    return finish_sasl(command.args[1] == "=" ? std::string_view{} : command.args[1]);
+  }
+  awaiting_sasl_ = true;
+  parser_.set_max_line(kSaslLineMax);
+  reply("+ ");
+}
+
+void Pop3Session::finish_sasl(std::string_view response) {
+  if (response == "*") return reply("-ERR Authentication aborted.");
+  auto credentials = pop3::decode_sasl_plain(response);
+  if (!credentials) return reply("-ERR [AUTH] Invalid AUTH PLAIN response.");
+  login(std::move(credentials->user), std::move(credentials->password));
+}
+
+void Pop3Session::login(std::string user, std::string password) {
+  busy_ = true;
+  log::debug("pop3 ", options_.peer, ": login attempt user=", user);
+  backend_.login({std::move(user), std::move(password)},
+                 guarded([this](Status status, std::unique_ptr<Mailbox> mailbox, Snapshot snapshot) {
+                   on_login(std::move(status), std::move(mailbox), std::move(snapshot));
+                 }));
+}
+
+void Pop3Session::on_login(Status status, std::unique_ptr<Mailbox> mailbox, Snapshot snapshot) {
+  if (state_ == State::kClosed) return;
+  busy_ = false;
+  if (!status.ok()) {
+    log::info("pop3 ", options_.peer, ": login failed: ", status.detail);
+    reply_error(status);
+  } else if (auto lock = locks_.acquire(mailbox->key()); !lock) {
+    log::info("pop3 ", options_.peer, ": mailbox in use");
+    reply("-ERR [IN-USE] Mailbox is locked by another POP3 session.");
+  } else {
+    lock_ = std::move(lock);
+    mailbox_ = std::move(mailbox);
+    snapshot_ = std::move(snapshot);
+    deleted_.assign(snapshot_.messages.size(), false);
+    // RFC 1460 LAST: the highest message number already accessed, which
+    // across sessions is what the IMAP server marked \Seen.
+    for (size_t i = 0; i < snapshot_.messages.size(); ++i)
+      if (snapshot_.messages[i].seen) last_at_login_ = static_cast<uint32_t>(i + 1);
+    last_ = last_at_login_;
+    state_ = State::kTransaction;
+    log::info("pop3 ", options_.peer, ": logged in, ", snapshot_.messages.size(), " messages");
+    reply("+OK Logged in.");
+  }
+  pump();
+}
+
+// ---- TRANSACTION ----
+
+std::optional<uint32_t> Pop3Session::message_arg(std::string_view arg) {
+  const auto number = pop3::parse_number(arg);
+  if (!number) {
+    reply("-ERR Invalid message number.");
+    return std::nullopt;
+  }
+  if (*number == 0 || *number > snapshot_.messages.size()) {
+    reply("-ERR There's no message " + std::to_string(*number) + ".");
+    return std::nullopt;
+  }
+  const uint32_t index = *number - 1;
+  if (deleted_[index]) {
+    reply("-ERR Message is deleted.");
+    return std::nullopt;
+  }
+  return index;
+}
+
+void Pop3Session::cmd_stat(const pop3::Command&, std::string_view) {
+  uint64_t count = 0, octets = 0;
+  for (size_t i = 0; i < snapshot_.messages.size(); ++i) {
+    if (deleted_[i]) continue;
+    ++count;
+    octets += snapshot_.messages[i].size;
+  }
+  reply("+OK " + std::to_string(count) + " " + std::to_string(octets));
+}
+
+void Pop3Session::cmd_list(const pop3::Command& command, std::string_view) {
+  if (!command.args.empty()) {
+    const auto index = message_arg(command.args[0]);
+    if (!index) return;
+    reply("+OK " + std::to_string(*index + 1) + " " +
+          std::to_string(snapshot_.messages[*index].size));
+    return;
+  }
+  uint64_t count = 0, octets = 0;
+  std::string lines;
+  for (size_t i = 0; i < snapshot_.messages.size(); ++i) {
+    if (deleted_[i]) continue;
+    ++count;
+    octets += snapshot_.messages[i].size;
+    lines += std::to_string(i + 1) + " " + std::to_string(snapshot_.messages[i].size) + "\r\n";
+  }
+  out_ += "+OK " + std::to_string(count) + " messages (" + std::to_string(octets) +
+          " octets)\r\n" + lines + ".\r\n";
+}
+
+// Dovecot's default pop3_uidl_format, %08Xu%08Xv, so clients moving from
+// Dovecot's POP3 keep their "already downloaded" lists.
+std::string Pop3Session::uidl_of(uint32_t index) const {
+  char text[17];
+  snprintf(text, sizeof text, "%08X%08X", snapshot_.messages[index].uid, snapshot_.uidvalidity);
+  return text;
+}
+
+void Pop3Session::cmd_uidl(const pop3::Command& command, std::string_view) {
+  if (!command.args.empty()) {
+    const auto index = message_arg(command.args[0]);
+    if (!index) return;
+    reply("+OK " + std::to_string(*index + 1) + " " + uidl_of(*index));
+    return;
+  }
+  out_ += "+OK\r\n";
+  for (uint32_t i = 0; i < snapshot_.messages.size(); ++i) {
+    if (deleted_[i]) continue;
+    out_ += std::to_string(i + 1) + " " + uidl_of(i) + "\r\n";
+  }
+  out_ += ".\r\n";
+}
+
+void Pop3Session::cmd_retr(const pop3::Command& command, std::string_view) {
+  if (command.args.size() != 1) return bad_command("-ERR Usage: RETR <message>");
+  const auto index = message_arg(command.args[0]);
+  if (!index) return;
+  start_transfer(*index, -1,
+                 "+OK " + std::to_string(snapshot_.messages[*index].size) + " octets\r\n");
+}
+
+void Pop3Session::cmd_top(const pop3::Command& command, std::string_view) {
+  if (command.args.size() != 2) return bad_command("-ERR Usage: TOP <message> <lines>");
+  const auto lines = pop3::parse_number(command.args[1]);
+  if (!lines) return reply("-ERR Invalid number of lines.");
+  const auto index = message_arg(command.args[0]);
+  if (!index) return;
+  start_transfer(*index, *lines, "+OK\r\n");
+}
+
+void Pop3Session::cmd_dele(const pop3::Command& command, std::string_view) {
+  if (command.args.size() != 1) return bad_command("-ERR Usage: DELE <message>");
+  const auto index = message_arg(command.args[0]);
+  if (!index) return;
+  deleted_[*index] = true;
+  reply("+OK Marked to be deleted.");
+}
+
+void Pop3Session::cmd_rset(const pop3::Command&, std::string_view) {
+  std::fill(deleted_.begin(), deleted_.end(), false);
+  last_ = last_at_login_;
+  reply("+OK");
+}
+
+void Pop3Session::cmd_noop(const pop3::Command&, std::string_view) { reply("+OK"); }
+
+void Pop3Session::cmd_last(const pop3::Command&, std::string_view) {
+  reply("+OK " + std::to_string(last_));
+}
+
+void Pop3Session::cmd_quit(const pop3::Command&, std::string_view) {
+  if (state_ == State::kAuthorization) {
+    reply("+OK Logging out.");
+    return close();
+  }
+  state_ = State::kUpdate;
+  std::vector<uint32_t> uids;
+  for (size_t i = 0; i < snapshot_.messages.size(); ++i)
+    if (deleted_[i]) uids.push_back(snapshot_.messages[i].uid);
+  if (uids.empty()) {
+    reply("+OK Logging out.");
+    return close();
+  }
+  busy_ = true;
+  mailbox_->commit(std::move(uids), guarded([this](Status status) { on_commit(std::move(status)); }));
+}
+
+void Pop3Session::on_commit(Status status) {
+  if (state_ == State::kClosed) return;
+  busy_ = false;
+  if (status.ok()) {
+    reply("+OK Logging out, messages deleted.");
+  } else {
+    log::warn("pop3 ", options_.peer, ": commit failed: ", status.detail);
+    reply("-ERR [SYS/TEMP] Could not delete messages, nothing was changed.");
+  }
+  close();
+}
+
+// ---- Message transfer ----
+
+void Pop3Session::start_transfer(uint32_t index, int64_t body_lines, std::string status_line) {
+  transfer_ = std::make_unique<Transfer>(Transfer{
+      index, snapshot_.messages[index].uid, 0, pop3::MessageEncoder(body_lines),
+      std::move(status_line), false, false, body_lines < 0});
+  busy_ = true;
+  fetch_next_chunk();
+}
+
+void Pop3Session::fetch_next_chunk() {
+  mailbox_->fetch(transfer_->uid, transfer_->offset, options_.chunk_size,
+                  guarded([this](Status status, std::string data) {
+                    on_chunk(std::move(status), std::move(data));
+                  }));
+}
+
+void Pop3Session::on_chunk(Status status, std::string data) {
+  if (state_ == State::kClosed) return;
+  if (!status.ok()) {
+    if (transfer_->started) {
+      // Half a message must never end in "." as if it were whole: close,
+      // and the client keeps its copy for the next try.
+      log::warn("pop3 ", options_.peer, ": upstream failed during transfer: ", status.detail);
+      transfer_.reset();
+      state_ = State::kClosed;
+      io_.abort();
+      return;
+    }
+    transfer_.reset();
+    busy_ = false;
+    reply_error(status);
+    pump();
+    return;
+  }
+  Transfer& transfer = *transfer_;
+  if (!transfer.started) {
+    out_ += transfer.status_line;
+    transfer.started = true;
+  }
+  const bool eof = data.size() < options_.chunk_size;
+  transfer.offset += data.size();
+  const bool done = transfer.encoder.encode(data, out_) || eof;
+  if (done) {
+    transfer.encoder.finish(out_);
+    if (transfer.is_retr) last_ = std::max(last_, transfer.index + 1);
+    transfer_.reset();
+    busy_ = false;
+    pump();
+    return;
+  }
+  flush();
+  if (io_.queued() > options_.high_watermark) {
+    transfer.awaiting_drain = true;
+  } else {
+    fetch_next_chunk();
+  }
+}
+
+// ---- Output ----
+
+// The one place where upstream errors become POP3 replies (RFC 2449, 3206).
+void Pop3Session::reply_error(const Status& status) {
+  switch (status.error) {
+    case UpstreamError::kAuthFailed:
+      return reply("-ERR [AUTH] Authentication failed.");
+    case UpstreamError::kUnavailable:
+      return reply("-ERR [SYS/TEMP] Mail server unavailable, try again later.");
+    case UpstreamError::kNoMailbox:
+      return reply("-ERR [SYS/PERM] Mailbox cannot be opened.");
+    case UpstreamError::kMessageGone:
+      return reply("-ERR Message no longer exists.");
+    case UpstreamError::kRefused:
+      return reply("-ERR [SYS/PERM] Mail server refused the request.");
+    case UpstreamError::kNone:
+      return reply("+OK");
+  }
+}
+
+void Pop3Session::reply(std::string_view line) {
+  out_.append(line);
+  out_.append("\r\n");
+}
+
+void Pop3Session::flush() {
+  if (out_.empty()) return;
+  io_.send(std::move(out_));
+  out_.clear();
+}
+
+void Pop3Session::close() {
+  flush();
+  state_ = State::kClosed;
+  io_.close();
+}
+
+}  // namespace popbridge

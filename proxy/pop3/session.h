@@ -1,0 +1,126 @@
+// The RFC 1939 state machine for one POP3 client: AUTHORIZATION,
+// TRANSACTION, UPDATE. It parses what the client sends, answers from a
+// Mailbox, and writes through SessionIo; it never touches a socket.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backends/backend.h"
+#include "proxy/mailbox_locks.h"
+#include "proxy/pop3/parser.h"
+#include "proxy/pop3/writer.h"
+
+namespace popbridge {
+
+// What a session needs from its connection.
+class SessionIo {
+ public:
+  virtual ~SessionIo() = default;
+  virtual void send(std::string data) = 0;
+  virtual size_t queued() const = 0;        // octets accepted by send() and not yet written
+  virtual void set_reading(bool on) = 0;    // stop reading while input piles up
+  virtual void close() = 0;                 // after the queued output is written
+  virtual void abort() = 0;                 // now, dropping queued output
+};
+
+struct SessionOptions {
+  std::string peer;                      // client address, for logs
+  std::string implementation = "popbridge";
+  size_t chunk_size = 256 * 1024;        // octets per upstream fetch
+  size_t high_watermark = 512 * 1024;    // queued output above which we stop producing
+  size_t input_limit = 64 * 1024;        // buffered input above which we stop reading
+  unsigned max_bad_commands = 10;
+};
+
+class Pop3Session {
+ public:
+  Pop3Session(SessionIo& io, Backend& backend, MailboxLocks& locks, SessionOptions options);
+  ~Pop3Session();
+  Pop3Session(const Pop3Session&) = delete;
+  Pop3Session& operator=(const Pop3Session&) = delete;
+
+  void start();                          // sends the greeting
+  void on_input(std::string_view bytes);
+  void on_drain();                       // queued output fell below the low watermark
+  void on_idle_timeout();
+
+ private:
+  enum class State { kAuthorization, kTransaction, kUpdate, kClosed };
+  struct CommandSpec;
+  struct Transfer;
+  static const CommandSpec kCommands[];
+
+  // Input
+  void pump();
+  void handle_line(std::string_view line);
+  void bad_command(std::string_view reply);
+
+  // Commands
+  void cmd_capa(const pop3::Command&, std::string_view);
+  void cmd_user(const pop3::Command&, std::string_view rest);
+  void cmd_pass(const pop3::Command&, std::string_view rest);
+  void cmd_auth(const pop3::Command&, std::string_view);
+  void cmd_stat(const pop3::Command&, std::string_view);
+  void cmd_list(const pop3::Command&, std::string_view);
+  void cmd_uidl(const pop3::Command&, std::string_view);
+  void cmd_retr(const pop3::Command&, std::string_view);
+  void cmd_top(const pop3::Command&, std::string_view);
+  void cmd_dele(const pop3::Command&, std::string_view);
+  void cmd_rset(const pop3::Command&, std::string_view);
+  void cmd_noop(const pop3::Command&, std::string_view);
+  void cmd_last(const pop3::Command&, std::string_view);
+  void cmd_quit(const pop3::Command&, std::string_view);
+
+  // Login
+  void finish_sasl(std::string_view response);
+  void login(std::string user, std::string password);
+  void on_login(Status status, std::unique_ptr<Mailbox> mailbox, Snapshot snapshot);
+
+  // Messages
+  std::optional<uint32_t> message_arg(std::string_view arg);  // index 0..n-1, or replies -ERR
+  std::string uidl_of(uint32_t index) const;
+  void start_transfer(uint32_t index, int64_t body_lines, std::string status_line);
+  void fetch_next_chunk();
+  void on_chunk(Status status, std::string data);
+  void on_commit(Status status);
+
+  // Output
+  void reply(std::string_view line);     // one line, CRLF added
+  void reply_error(const Status& status);
+  void flush();
+  void close();
+
+  // Wraps a backend handler so it does nothing once this session is gone.
+  template <typename F>
+  auto guarded(F handler);
+
+  SessionIo& io_;
+  Backend& backend_;
+  MailboxLocks& locks_;
+  SessionOptions options_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+
+  pop3::LineParser parser_;
+  std::string out_;
+  State state_ = State::kAuthorization;
+  bool busy_ = false;                    // waiting for the upstream; later input waits too
+  bool awaiting_sasl_ = false;           // AUTH PLAIN sent "+ ", the response line comes next
+  bool waiting_drain_ = false;           // stopped answering until the client reads
+  unsigned bad_commands_ = 0;
+  std::string user_;                     // from USER, until PASS
+
+  std::unique_ptr<Mailbox> mailbox_;
+  MailboxLocks::Lock lock_;
+  Snapshot snapshot_;
+  std::vector<bool> deleted_;
+  uint32_t last_at_login_ = 0;
+  uint32_t last_ = 0;
+  std::unique_ptr<Transfer> transfer_;
+};
+
+}  // namespace popbridge

@@ -1,0 +1,554 @@
+// Loads popbridge.toml into the structs of config.h.
+//
+// Every problem becomes one line "FILE:LINE:COL: key.path: message" and all
+// problems are collected before giving up. Positions come from toml++ source
+// regions: the key's position for unknown keys, the value's position for bad
+// values, the [[table]] header's position for a missing key in that table, and
+// 1:1 for a missing top-level table. Arrays of tables are named with a 0-based
+// index: "listener[0].address", "upstream[1]".
+#include "config/config.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace popbridge {
+namespace {
+
+// A key as it appears in a path: bare if TOML would allow it bare, else quoted.
+std::string path_key(std::string_view key) {
+  bool bare = !key.empty();
+  for (char c : key) {
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+          c == '_' || c == '-')) {
+      bare = false;
+      break;
+    }
+  }
+  if (bare) return std::string(key);
+  std::string quoted = "\"";
+  for (char c : key) {
+    if (c == '"' || c == '\\') quoted += '\\';
+    quoted += c;
+  }
+  return quoted + "\"";
+}
+
+std::string join(std::string_view parent, std::string_view key) {
+  std::string path(parent);
+  if (!path.empty()) path += '.';
+  return path + path_key(key);
+}
+
+std::string indexed(std::string_view name, size_t index) {
+  return std::string(name) + "[" + std::to_string(index) + "]";
+}
+
+// Quotes a user-supplied string for an error message.
+std::string quote(std::string_view text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      static const char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+bool all_digits(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+bool is_ipv4(const std::string& s) {
+  in_addr addr;
+  return inet_pton(AF_INET, s.c_str(), &addr) == 1;
+}
+
+bool is_ipv6(const std::string& s) {
+  in6_addr addr;
+  return inet_pton(AF_INET6, s.c_str(), &addr) == 1;
+}
+
+// A DNS name: dot-separated labels of letters, digits, '-' and '_', each
+// 1-63 characters, not starting or ending with '-'; at most 253 characters.
+bool is_hostname(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  if (s.back() == '.') s.remove_suffix(1);  // fully qualified "example.org."
+  size_t start = 0;
+  while (true) {
+    size_t dot = s.find('.', start);
+    std::string_view label = s.substr(start, dot == std::string_view::npos ? s.npos : dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-')
+      return false;
+    for (char c : label) {
+      if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_'))
+        return false;
+    }
+    if (dot == std::string_view::npos) return true;
+    start = dot + 1;
+  }
+}
+
+// RFC 3501 ATOM-CHAR: any CHAR except atom-specials
+// ("(" / ")" / "{" / SP / CTL / "%" / "*" / DQUOTE / "\" / "]").
+bool is_atom_char(unsigned char c) {
+  if (c <= 0x20 || c >= 0x7f) return false;
+  switch (c) {
+    case '(': case ')': case '{': case '%': case '*': case '"': case '\\': case ']':
+      return false;
+    default:
+      return true;
+  }
+}
+
+class Loader {
+ public:
+  explicit Loader(std::string_view file) : file_(file) {}
+
+  // The errors in file order (toml++ tables iterate keys alphabetically).
+  std::vector<std::string> take_errors() {
+    std::stable_sort(errors_.begin(), errors_.end(), [](const Error& a, const Error& b) {
+      return std::pair(a.line, a.column) < std::pair(b.line, b.column);
+    });
+    std::vector<std::string> out;
+    for (auto& e : errors_) out.push_back(std::move(e.text));
+    errors_.clear();
+    return out;
+  }
+  bool ok() const { return errors_.empty(); }
+
+  void error(const toml::source_position& pos, std::string_view path, std::string_view message) {
+    uint32_t line_no = pos ? pos.line : 1;
+    uint32_t column = pos ? pos.column : 1;
+    std::ostringstream line;
+    line << file_ << ':' << line_no << ':' << column << ": ";
+    if (!path.empty()) line << path << ": ";
+    line << message;
+    errors_.push_back({line_no, column, line.str()});
+  }
+  void error(const toml::node& node, std::string_view path, std::string_view message) {
+    error(node.source().begin, path, message);
+  }
+
+  void unknown_key(const toml::key& key, std::string_view path) {
+    error(key.source().begin, path, "unknown key");
+  }
+
+  // --- typed values -------------------------------------------------------
+
+  std::optional<std::string> string(const toml::node& node, std::string_view path) {
+    if (auto s = node.as_string()) return s->get();
+    error(node, path, "expected a string");
+    return std::nullopt;
+  }
+
+  std::optional<std::string> nonempty_string(const toml::node& node, std::string_view path) {
+    auto s = string(node, path);
+    if (s && s->empty()) {
+      error(node, path, "must not be empty");
+      return std::nullopt;
+    }
+    return s;
+  }
+
+  std::optional<int64_t> integer(const toml::node& node, std::string_view path) {
+    if (auto i = node.as_integer()) return i->get();
+    error(node, path, "expected an integer");
+    return std::nullopt;
+  }
+
+  std::optional<int64_t> integer_in(const toml::node& node, std::string_view path, int64_t lo,
+                                    int64_t hi) {
+    auto i = integer(node, path);
+    if (i && (*i < lo || *i > hi)) {
+      error(node, path, "must be " + std::to_string(lo) + "-" + std::to_string(hi));
+      return std::nullopt;
+    }
+    return i;
+  }
+
+  std::optional<uint16_t> port(const toml::node& node, std::string_view path) {
+    auto i = integer_in(node, path, 1, 65535);
+    if (!i) return std::nullopt;
+    return static_cast<uint16_t>(*i);
+  }
+
+  std::optional<TlsMode> tls(const toml::node& node, std::string_view path) {
+    auto s = string(node, path);
+    if (!s) return std::nullopt;
+    if (*s == "none") return TlsMode::kNone;
+    if (*s == "starttls") return TlsMode::kStartTls;
+    if (*s == "implicit") return TlsMode::kImplicit;
+    error(node, path, "must be one of none, starttls, implicit (got " + quote(*s) + ")");
+    return std::nullopt;
+  }
+
+  // "500ms", "30s", "10m", "2h", "1d", or an integer number of seconds.
+  std::optional<Duration> duration(const toml::node& node, std::string_view path) {
+    static constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+    static const char* kHint =
+        " (use e.g. \"500ms\", \"30s\", \"10m\", \"2h\", \"1d\" or an integer number of seconds)";
+    int64_t count = 0;
+    int64_t ms_per_unit = 1000;
+    if (auto i = node.as_integer()) {
+      count = i->get();
+    } else if (auto s = node.as_string()) {
+      std::string_view text = s->get();
+      size_t digits = 0;
+      bool negative = !text.empty() && text.front() == '-';
+      std::string_view rest = negative ? text.substr(1) : text;
+      while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') ++digits;
+      std::string_view number = rest.substr(0, digits);
+      std::string_view unit = rest.substr(digits);
+      if (unit == "ms") ms_per_unit = 1;
+      else if (unit == "s") ms_per_unit = 1000;
+      else if (unit == "m") ms_per_unit = 60 * 1000;
+      else if (unit == "h") ms_per_unit = 60 * 60 * 1000;
+      else if (unit == "d") ms_per_unit = 24 * 60 * 60 * 1000;
+      else ms_per_unit = 0;
+      if (number.empty() || ms_per_unit == 0) {
+        error(node, path, "invalid duration " + quote(text) + kHint);
+        return std::nullopt;
+      }
+      if (negative) {
+        error(node, path, "must be greater than zero");
+        return std::nullopt;
+      }
+      if (number.size() > 18) {  // would not fit in milliseconds anyway
+        error(node, path, "duration " + quote(text) + " is too large");
+        return std::nullopt;
+      }
+      count = std::stoll(std::string(number));
+    } else {
+      error(node, path, std::string("expected a duration string or an integer") + kHint);
+      return std::nullopt;
+    }
+    if (count <= 0) {
+      error(node, path, "must be greater than zero");
+      return std::nullopt;
+    }
+    if (count > kMax / ms_per_unit) {
+      error(node, path, "duration is too large");
+      return std::nullopt;
+    }
+    return Duration(count * ms_per_unit);
+  }
+
+  // --- sections -----------------------------------------------------------
+
+  void server(const toml::table& table, ServerConfig& out) {
+    for (auto&& [key, node] : table) {
+      std::string path = join("server", key.str());
+      if (key == "idle_timeout") {
+        if (auto d = duration(node, path)) out.idle_timeout = *d;
+      } else if (key == "log_level") {
+        if (auto s = string(node, path)) {
+          if (*s == "debug") out.log_level = log::Level::kDebug;
+          else if (*s == "info") out.log_level = log::Level::kInfo;
+          else if (*s == "warn") out.log_level = log::Level::kWarn;
+          else if (*s == "error") out.log_level = log::Level::kError;
+          else error(node, path, "must be one of debug, info, warn, error (got " + quote(*s) + ")");
+        }
+      } else if (key == "upstream_threads") {
+        if (auto i = integer_in(node, path, 1, 256)) out.upstream_threads = static_cast<unsigned>(*i);
+      } else {
+        unknown_key(key, path);
+      }
+    }
+  }
+
+  // Parses "host:port", "[v6]:port" or "*:port" into out.host / out.port.
+  void listener_address(const toml::node& node, std::string_view path, ListenerConfig& out) {
+    auto text = nonempty_string(node, path);
+    if (!text) return;
+    out.address = *text;
+    std::string host;
+    std::string port_text;
+    static const std::string kForm =
+        "expected \"host:port\", e.g. \"127.0.0.1:1110\", \"[::1]:1110\" or \"*:1110\"";
+    if (text->front() == '[') {
+      size_t close = text->find(']');
+      if (close == std::string::npos || close + 1 >= text->size() || (*text)[close + 1] != ':') {
+        error(node, path, kForm);
+        return;
+      }
+      host = text->substr(1, close - 1);
+      port_text = text->substr(close + 2);
+      if (!is_ipv6(host)) {
+        error(node, path, quote(host) + " is not a valid IPv6 address");
+        return;
+      }
+    } else {
+      size_t colon = text->rfind(':');
+      if (colon == std::string::npos) {
+        error(node, path, kForm);
+        return;
+      }
+      host = text->substr(0, colon);
+      port_text = text->substr(colon + 1);
+      if (host.find(':') != std::string::npos) {
+        error(node, path, "IPv6 addresses must be in brackets, e.g. \"[::1]:1110\"");
+        return;
+      }
+      if (host.empty()) {
+        error(node, path, kForm);
+        return;
+      }
+      if (host == "*") {
+        host = "0.0.0.0";
+      } else if (!is_ipv4(host)) {
+        bool looks_numeric = host.find_first_not_of("0123456789.") == std::string::npos;
+        error(node, path,
+              looks_numeric ? quote(host) + " is not a valid IPv4 address"
+                            : quote(host) + " is not an IP address (hostnames are not allowed for listeners)");
+        return;
+      }
+    }
+    if (!all_digits(port_text) || port_text.size() > 5 || std::stoi(port_text) < 1 ||
+        std::stoi(port_text) > 65535) {
+      error(node, path, "port must be 1-65535");
+      return;
+    }
+    out.host = host;
+    out.port = static_cast<uint16_t>(std::stoi(port_text));
+  }
+
+  void listener(const toml::table& table, std::string_view base, ListenerConfig& out) {
+    bool have_address = false;
+    for (auto&& [key, node] : table) {
+      std::string path = join(base, key.str());
+      if (key == "address") {
+        have_address = true;
+        listener_address(node, path, out);
+      } else if (key == "tls") {
+        if (auto t = tls(node, path)) out.tls = *t;
+      } else {
+        unknown_key(key, path);
+      }
+    }
+    if (!have_address) error(table, join(base, "address"), "missing required key");
+  }
+
+  void upstream(const toml::table& table, std::string_view base, UpstreamConfig& out) {
+    for (auto&& [key, node] : table) {
+      std::string path = join(base, key.str());
+      if (key == "name") {
+        if (auto s = nonempty_string(node, path)) out.name = *s;
+      } else if (key == "host") {
+        if (auto s = nonempty_string(node, path)) {
+          std::string host = *s;
+          bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+          if (bracketed) host = host.substr(1, host.size() - 2);  // "[::1]" means "::1"
+          bool looks_ipv4 = !bracketed && host.find_first_not_of("0123456789.") == std::string::npos;
+          if (looks_ipv4 && !is_ipv4(host)) {
+            error(node, path, quote(host) + " is not a valid IPv4 address");
+          } else if (bracketed ? is_ipv6(host) : (is_ipv4(host) || is_ipv6(host) || is_hostname(host))) {
+            out.host = host;
+          } else {
+            error(node, path, quote(*s) + " is not a valid hostname or IP address");
+          }
+        }
+      } else if (key == "port") {
+        if (auto p = port(node, path)) out.port = *p;
+      } else if (key == "tls") {
+        if (auto t = tls(node, path)) out.tls = *t;
+      } else if (key == "folder") {
+        if (auto s = nonempty_string(node, path)) out.folder = *s;
+      } else if (key == "connect_timeout") {
+        if (auto d = duration(node, path)) out.connect_timeout = *d;
+      } else if (key == "command_timeout") {
+        if (auto d = duration(node, path)) out.command_timeout = *d;
+      } else {
+        unknown_key(key, path);
+      }
+    }
+  }
+
+  void mailbox(const toml::table& table, MailboxConfig& out) {
+    for (auto&& [key, node] : table) {
+      std::string path = join("mailbox", key.str());
+      if (key == "on_delete") {
+        if (auto s = string(node, path)) {
+          if (*s == "hide") out.on_delete = DeletePolicy::kHide;
+          else error(node, path, "must be \"hide\" (got " + quote(*s) + ")");
+        }
+      } else if (key == "hide_keyword") {
+        if (auto s = nonempty_string(node, path)) {
+          if (s->front() == '\\') {
+            error(node, path, "must not start with '\\' (that is an IMAP system flag)");
+          } else {
+            size_t bad = 0;
+            while (bad < s->size() && is_atom_char(static_cast<unsigned char>((*s)[bad]))) ++bad;
+            if (bad < s->size())
+              error(node, path, quote(*s) + " is not a valid IMAP keyword (bad character " +
+                                    quote(s->substr(bad, 1)) + ")");
+            else
+              out.hide_keyword = *s;
+          }
+        }
+      } else {
+        unknown_key(key, path);
+      }
+    }
+  }
+
+  // [[name]]: calls each(table, "name[i]") for every element; reports a
+  // missing or empty array, or elements that are not tables.
+  template <typename Each>
+  void table_array(const toml::table& root, std::string_view name, Each each) {
+    const toml::node* node = root.get(name);
+    std::string required = "at least one [[" + std::string(name) + "]] is required";
+    if (!node) {
+      error(toml::source_position{1, 1}, name, required);
+      return;
+    }
+    const toml::array* array = node->as_array();
+    if (!array) {
+      error(*node, name, "expected an array of tables ([[" + std::string(name) + "]])");
+      return;
+    }
+    if (array->empty()) {
+      error(*node, name, required);
+      return;
+    }
+    for (size_t i = 0; i < array->size(); ++i) {
+      const toml::node& element = (*array)[i];
+      std::string path = indexed(name, i);
+      if (auto table = element.as_table()) each(*table, path);
+      else error(element, path, "expected a table");
+    }
+  }
+
+  std::optional<Config> root(const toml::table& root) {
+    Config config;
+    for (auto&& [key, node] : root) {
+      std::string path = path_key(key.str());
+      if (key == "server") {
+        if (auto t = node.as_table()) server(*t, config.server);
+        else error(node, path, "expected a table ([server])");
+      } else if (key == "mailbox") {
+        if (auto t = node.as_table()) mailbox(*t, config.mailbox);
+        else error(node, path, "expected a table ([mailbox])");
+      } else if (key != "listener" && key != "upstream") {
+        unknown_key(key, path);
+      }
+    }
+
+    std::map<std::pair<std::string, uint16_t>, std::string> seen_addresses;
+    table_array(root, "listener", [&](const toml::table& table, const std::string& path) {
+      ListenerConfig listener_config;
+      size_t before = errors_.size();
+      listener(table, path, listener_config);
+      config.listeners.push_back(listener_config);
+      if (errors_.size() != before) return;
+      // Compare binary addresses so "[::1]" and "[0::1]" count as the same.
+      std::string binary(16, '\0');
+      int family = listener_config.host.find(':') != std::string::npos ? AF_INET6 : AF_INET;
+      inet_pton(family, listener_config.host.c_str(), binary.data());
+      binary += static_cast<char>(family);
+      auto [it, inserted] = seen_addresses.emplace(
+          std::make_pair(binary, listener_config.port), path + ".address");
+      if (!inserted) {
+        const toml::node* address = table.get("address");
+        error(*address, path + ".address",
+              "duplicate of " + it->second + " (" + quote(listener_config.address) + ")");
+      }
+    });
+
+    std::map<std::string, std::string> seen_names;
+    table_array(root, "upstream", [&](const toml::table& table, const std::string& path) {
+      UpstreamConfig upstream_config;
+      size_t before = errors_.size();
+      upstream(table, path, upstream_config);
+      config.upstreams.push_back(upstream_config);
+      if (config.upstreams.size() == 2)
+        error(table, path, "only one [[upstream]] is supported for now");
+      if (errors_.size() != before) return;
+      auto [it, inserted] = seen_names.emplace(upstream_config.name, path + ".name");
+      if (!inserted) {
+        const toml::node* name = table.get("name");
+        error(name ? *name : static_cast<const toml::node&>(table), path + ".name",
+              "duplicate of " + it->second + " (" + quote(upstream_config.name) + ")");
+      }
+    });
+
+    if (!ok()) return std::nullopt;
+    return config;
+  }
+
+ private:
+  struct Error {
+    uint32_t line;
+    uint32_t column;
+    std::string text;
+  };
+  std::string file_;
+  std::vector<Error> errors_;
+};
+
+}  // namespace
+
+ConfigResult parse_config(std::string_view text, std::string_view source_name) {
+  Loader loader(source_name);
+  ConfigResult result;
+  toml::table table;
+  try {
+    table = toml::parse(text, source_name);
+  } catch (const toml::parse_error& e) {
+    loader.error(e.source().begin, "syntax error", e.description());
+    result.errors = loader.take_errors();
+    return result;
+  }
+  result.config = loader.root(table);
+  result.errors = loader.take_errors();
+  if (!result.errors.empty()) result.config.reset();
+  return result;
+}
+
+ConfigResult load_config_file(const std::string& path) {
+  ConfigResult result;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    result.errors.push_back(path + ": cannot open: " + std::strerror(errno));
+    return result;
+  }
+  std::string text;
+  char buffer[65536];
+  while (true) {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int saved = errno;
+      ::close(fd);
+      result.errors.push_back(path + ": cannot read: " + std::strerror(saved));
+      return result;
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return parse_config(text, path);
+}
+
+}  // namespace popbridge

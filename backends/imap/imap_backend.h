@@ -1,0 +1,42 @@
+// The libetpan implementation of Backend: POP3 sessions reach an upstream
+// IMAP server through it.
+//
+// Threads: login, fetch and commit run as jobs on a fixed pool of worker
+// threads (worker_pool.h); each upstream connection is a strand, so its
+// jobs run one at a time and in order. Handlers run on the loop thread.
+// Destroying a Mailbox (on the loop thread) is safe at any time: pending
+// handlers are dropped, the running job finishes, then LOGOUT (with a short
+// timeout) and the freeing happen on a worker.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include <uv.h>
+
+#include "backends/backend.h"
+#include "config/config.h"
+
+namespace popbridge::imap {
+class WorkerPool;
+struct ImapSettings;
+}  // namespace popbridge::imap
+
+namespace popbridge {
+
+class ImapBackend final : public Backend {
+ public:
+  ImapBackend(uv_loop_t* loop, UpstreamConfig upstream, MailboxConfig mailbox, unsigned threads);
+  // Calls shutdown() if it was not called.
+  ~ImapBackend() override;
+  void login(const Credentials& credentials, LoginHandler done) override;
+  // Stops the workers (after the jobs already running) and closes the uv_async_t; call before the loop ends.
+  void shutdown();
+
+ private:
+  std::shared_ptr<const imap::ImapSettings> settings_;
+  std::unique_ptr<imap::WorkerPool> pool_;
+  uint64_t next_connection_id_ = 1;
+};
+
+}  // namespace popbridge

@@ -1,0 +1,478 @@
+#include "backends/imap/imap_session.h"
+
+#include <strings.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+
+#include <libetpan/libetpan.h>
+
+#include "backends/imap/uid_set.h"
+#include "backends/imap/upstream_stream.h"
+#include "common/log.h"
+
+namespace popbridge::imap {
+namespace {
+
+// libetpan's buffer between the parser and our driver.
+constexpr size_t kStreamBufferSize = 64 * 1024;
+// Keeps each UID STORE line far below servers' line limits (Dovecot: 64 KB)
+// even when thousands of scattered UIDs do not compact into ranges.
+constexpr size_t kMaxRangesPerStore = 1000;
+
+bool has_8bit(const std::string& text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+}
+
+// libetpan sends credentials as quoted strings without escaping CR or LF:
+// such bytes would end the command and let the rest run as a new one.
+bool has_line_break_or_nul(const std::string& text) {
+  return text.find_first_of(std::string("\r\n\0", 3)) != std::string::npos;
+}
+
+// Response codes (RFC 5530) that say "try again later", not "wrong password".
+bool is_temporary_code(const char* atom) {
+  if (atom == nullptr) return false;
+  for (const char* code : {"UNAVAILABLE", "LIMIT", "INUSE", "SERVERBUG"}) {
+    if (strcasecmp(atom, code) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+ImapSession::ImapSession(std::shared_ptr<const ImapSettings> settings, uint64_t id)
+    : settings_(std::move(settings)) {
+  name_ = "imap#" + std::to_string(id) + " " + settings_->upstream.host + ":" +
+          std::to_string(settings_->upstream.port);
+}
+
+ImapSession::~ImapSession() { close_now(); }
+
+void ImapSession::close_now() {
+  if (imap_ == nullptr) return;
+  // mailimap_free() would send LOGOUT and wait on a live stream: close and
+  // clear the stream first so that freeing does no network IO.
+  if (imap_->imap_stream != nullptr) {
+    mailstream_close(imap_->imap_stream);
+    imap_->imap_stream = nullptr;
+  }
+  mailimap_free(imap_);
+  imap_ = nullptr;
+  stream_ = nullptr;
+}
+
+void ImapSession::logout(std::chrono::milliseconds timeout) {
+  if (imap_ == nullptr) return;
+  if (!broken_ && imap_->imap_stream != nullptr && stream_ != nullptr) {
+    stream_->set_io_timeout(timeout);
+    int rc = mailimap_logout(imap_);  // closes the stream whatever happens
+    log::debug(name_, " LOGOUT: ", rc == MAILIMAP_NO_ERROR ? "ok" : "failed");
+  }
+  close_now();
+}
+
+std::string ImapSession::server_text() const {
+  std::string text;
+  if (imap_ == nullptr) return text;
+  if (imap_->imap_response_info != nullptr && imap_->imap_response_info->rsp_atom != nullptr) {
+    text += "[";
+    text += imap_->imap_response_info->rsp_atom;
+    text += "] ";
+  }
+  if (imap_->imap_response != nullptr) text += imap_->imap_response;
+  return text;
+}
+
+Status ImapSession::lost(const std::string& command, const std::string& why) {
+  broken_ = true;
+  std::string detail = command + ": " + why;
+  log::debug(name_, " ", detail);
+  return {UpstreamError::kUnavailable, detail};
+}
+
+Status ImapSession::outcome(int rc, const std::string& command, int no_error,
+                            UpstreamError on_no, UpstreamError on_bad) {
+  if (rc == MAILIMAP_NO_ERROR) {
+    log::debug(name_, " ", command, ": ok");
+    return {};
+  }
+  // A driver failure explains any code libetpan made of it.
+  if (stream_ != nullptr && stream_->failed()) return lost(command, stream_->failure());
+  if (rc == no_error || rc == MAILIMAP_ERROR_PROTOCOL) {
+    const bool bad = rc == MAILIMAP_ERROR_PROTOCOL;
+    std::string detail = command + ": " + (bad ? "BAD " : "NO ") + server_text();
+    log::debug(name_, " ", detail);
+    return {bad ? on_bad : on_no, detail};
+  }
+  switch (rc) {
+    case MAILIMAP_ERROR_FATAL:
+      return lost(command, "server closed the session: BYE " + server_text());
+    case MAILIMAP_ERROR_PARSE:
+      return lost(command, "cannot parse the server's response");
+    default:
+      return lost(command, "libetpan error " + std::to_string(rc));
+  }
+}
+
+Status ImapSession::connect() {
+  const UpstreamConfig& upstream = settings_->upstream;
+  if (upstream.tls != TlsMode::kNone) {
+    broken_ = true;
+    return {UpstreamError::kUnavailable, "upstream TLS not implemented yet"};
+  }
+  std::string error;
+  // The greeting gets connect_timeout too: a server that accepts and then
+  // says nothing is as unreachable as one that does not answer the SYN.
+  mailstream_low* low = UpstreamStream::connect(upstream.host, upstream.port,
+                                                upstream.connect_timeout,
+                                                upstream.connect_timeout, &error);
+  if (low == nullptr) {
+    broken_ = true;
+    log::info(name_, " ", error);
+    return {UpstreamError::kUnavailable, error};
+  }
+  stream_ = UpstreamStream::of(low);
+  mailstream* stream = mailstream_new(low, kStreamBufferSize);
+  if (stream == nullptr) {
+    mailstream_low_free(low);
+    stream_ = nullptr;
+    return lost("connect", "out of memory");
+  }
+  imap_ = mailimap_new(0, nullptr);
+  if (imap_ == nullptr) {
+    mailstream_close(stream);
+    stream_ = nullptr;
+    return lost("connect", "out of memory");
+  }
+  // From here the session owns the stream, even if the greeting fails.
+  int rc = mailimap_connect(imap_, stream);
+  if (rc == MAILIMAP_NO_ERROR_AUTHENTICATED) {
+    // PREAUTH: logged in as somebody before we said who. The client's
+    // password would go unchecked, so refuse.
+    broken_ = true;
+    log::info(name_, " server greeted with PREAUTH; refusing");
+    return {UpstreamError::kRefused, "server greeted with PREAUTH; credentials cannot be checked"};
+  }
+  if (rc != MAILIMAP_NO_ERROR_NON_AUTHENTICATED) {
+    Status status = rc == MAILIMAP_ERROR_DONT_ACCEPT_CONNECTION
+                        ? lost("greeting", "server refused the connection: BYE " + server_text())
+                        : outcome(rc, "greeting", -1, UpstreamError::kUnavailable,
+                                  UpstreamError::kUnavailable);
+    log::info(name_, " ", status.detail);
+    return status;
+  }
+  log::debug(name_, " connected");
+  stream_->set_io_timeout(upstream.command_timeout);
+
+  // Capabilities come with the greeting from most servers (Dovecot does).
+  if (imap_->imap_connection_info == nullptr ||
+      imap_->imap_connection_info->imap_capability == nullptr) {
+    mailimap_capability_data* capabilities = nullptr;
+    rc = mailimap_capability(imap_, &capabilities);
+    if (rc == MAILIMAP_NO_ERROR) mailimap_capability_data_free(capabilities);
+    Status status = outcome(rc, "CAPABILITY", MAILIMAP_ERROR_CAPABILITY, UpstreamError::kRefused,
+                            UpstreamError::kRefused);
+    if (!status.ok()) return status;
+  }
+  return {};
+}
+
+Status ImapSession::login(const Credentials& credentials) {
+  if (broken_ || imap_ == nullptr) return {UpstreamError::kUnavailable, "LOGIN: not connected"};
+  const std::string command = "LOGIN " + credentials.user;
+  if (has_line_break_or_nul(credentials.user) || has_line_break_or_nul(credentials.password)) {
+    log::debug(name_, " ", command, ": refused locally (CR, LF or NUL in the credentials)");
+    return {UpstreamError::kAuthFailed, "credentials contain CR, LF or NUL; not sent upstream"};
+  }
+  const bool plain = mailimap_has_authentication(imap_, "PLAIN") != 0;
+  const bool login_disabled = mailimap_has_extension(imap_, "LOGINDISABLED") != 0;
+  const bool eight_bit = has_8bit(credentials.user) || has_8bit(credentials.password);
+  // LOGIN sends 8-bit bytes raw inside a quoted string, which RFC 3501 does
+  // not allow (Dovecot accepts it, strict servers may not): prefer
+  // AUTHENTICATE PLAIN (base64) for those when offered.
+  if (login_disabled || (eight_bit && plain)) {
+    if (!plain) {
+      log::info(name_, " server advertises LOGINDISABLED and no AUTH=PLAIN");
+      return {UpstreamError::kRefused,
+              "server advertises LOGINDISABLED and offers no AUTH=PLAIN (does it want TLS?)"};
+    }
+    return authenticate_plain(credentials);
+  }
+  int rc = mailimap_login(imap_, credentials.user.c_str(), credentials.password.c_str());
+  Status status = outcome(rc, command, MAILIMAP_ERROR_LOGIN, UpstreamError::kAuthFailed,
+                          UpstreamError::kAuthFailed);
+  if (status.error == UpstreamError::kAuthFailed && imap_->imap_response_info != nullptr &&
+      is_temporary_code(imap_->imap_response_info->rsp_atom)) {
+    status.error = UpstreamError::kUnavailable;
+  }
+  return status;
+}
+
+Status ImapSession::authenticate_plain(const Credentials& credentials) {
+  const std::string command = "AUTHENTICATE PLAIN " + credentials.user;
+  // libetpan returns MAILIMAP_ERROR_LOGIN both for the server's NO and for
+  // a local SASL failure. imap_response is set only when a tagged response
+  // was parsed, and the byte count tells whether anything was sent.
+  imap_->imap_response = nullptr;
+  const uint64_t sent_before = stream_->bytes_written();
+  int rc = mailimap_authenticate(imap_, "PLAIN", settings_->upstream.host.c_str(), nullptr,
+                                 nullptr, credentials.user.c_str(), credentials.user.c_str(),
+                                 credentials.password.c_str(), nullptr);
+  if (rc == MAILIMAP_ERROR_LOGIN && imap_->imap_response == nullptr && !stream_->failed()) {
+    if (stream_->bytes_written() == sent_before) {
+      log::warn(name_, " SASL PLAIN unavailable locally (is libsasl2-modules installed?)");
+      return {UpstreamError::kUnavailable,
+              command + ": SASL PLAIN unavailable locally (libsasl2-modules missing?)"};
+    }
+    return lost(command, "SASL exchange failed");
+  }
+  Status status = outcome(rc, command, MAILIMAP_ERROR_LOGIN, UpstreamError::kAuthFailed,
+                          UpstreamError::kAuthFailed);
+  if (status.error == UpstreamError::kAuthFailed && imap_->imap_response_info != nullptr &&
+      is_temporary_code(imap_->imap_response_info->rsp_atom)) {
+    status.error = UpstreamError::kUnavailable;
+  }
+  return status;
+}
+
+namespace {
+
+struct Seen {
+  uint32_t uid = 0;
+  uint32_t size = 0;
+  bool has_size = false;
+  bool seen = false;
+  bool hidden = false;
+};
+
+void read_flags(const mailimap_msg_att_dynamic* dynamic, const std::string& hide_keyword,
+                Seen* entry) {
+  if (dynamic == nullptr || dynamic->att_list == nullptr) return;
+  for (clistiter* it = clist_begin(dynamic->att_list); it != nullptr; it = clist_next(it)) {
+    auto* fetched = static_cast<mailimap_flag_fetch*>(clist_content(it));
+    if (fetched == nullptr || fetched->fl_flag == nullptr) continue;  // \Recent
+    const mailimap_flag* flag = fetched->fl_flag;
+    if (flag->fl_type == MAILIMAP_FLAG_SEEN) {
+      entry->seen = true;
+    } else if (flag->fl_type == MAILIMAP_FLAG_KEYWORD && flag->fl_data.fl_keyword != nullptr &&
+               strcasecmp(flag->fl_data.fl_keyword, hide_keyword.c_str()) == 0) {
+      entry->hidden = true;  // keywords compare case-insensitively (RFC 3501)
+    }
+  }
+}
+
+}  // namespace
+
+Status ImapSession::snapshot(Snapshot* snapshot) {
+  if (broken_ || imap_ == nullptr) return {UpstreamError::kUnavailable, "SELECT: not connected"};
+  const std::string& folder = settings_->upstream.folder;
+  int rc = mailimap_select(imap_, folder.c_str());
+  Status status = outcome(rc, "SELECT " + folder, MAILIMAP_ERROR_SELECT,
+                          UpstreamError::kNoMailbox, UpstreamError::kNoMailbox);
+  if (!status.ok()) return status;
+
+  snapshot->messages.clear();
+  snapshot->uidvalidity = 0;
+  uint32_t exists = 0;
+  if (imap_->imap_selection_info != nullptr) {
+    snapshot->uidvalidity = imap_->imap_selection_info->sel_uidvalidity;
+    exists = imap_->imap_selection_info->sel_exists;
+  }
+  if (exists == 0) return {};
+
+  mailimap_fetch_type* type = mailimap_fetch_type_new_fetch_att_list_empty();
+  mailimap_set* set = mailimap_set_new_interval(1, 0);  // 1:*
+  if (type == nullptr || set == nullptr ||
+      mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_uid()) != 0 ||
+      mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_rfc822_size()) != 0 ||
+      mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_flags()) != 0) {
+    if (type != nullptr) mailimap_fetch_type_free(type);
+    if (set != nullptr) mailimap_set_free(set);
+    return lost("FETCH 1:*", "out of memory");
+  }
+  clist* result = nullptr;
+  rc = mailimap_fetch(imap_, set, type, &result);
+  mailimap_set_free(set);
+  mailimap_fetch_type_free(type);
+  status = outcome(rc, "FETCH 1:* (UID RFC822.SIZE FLAGS)", MAILIMAP_ERROR_FETCH,
+                   UpstreamError::kRefused, UpstreamError::kRefused);
+  if (!status.ok()) return status;  // libetpan freed the list itself
+
+  // One entry per sequence number: a server may split a message's data over
+  // several FETCH responses.
+  std::map<uint32_t, Seen> by_number;
+  const std::string& hide_keyword = settings_->mailbox.hide_keyword;
+  for (clistiter* it = clist_begin(result); it != nullptr; it = clist_next(it)) {
+    auto* message = static_cast<mailimap_msg_att*>(clist_content(it));
+    Seen& entry = by_number[message->att_number];
+    for (clistiter* item_it = clist_begin(message->att_list); item_it != nullptr;
+         item_it = clist_next(item_it)) {
+      auto* item = static_cast<mailimap_msg_att_item*>(clist_content(item_it));
+      if (item->att_type == MAILIMAP_MSG_ATT_ITEM_DYNAMIC) {
+        read_flags(item->att_data.att_dyn, hide_keyword, &entry);
+      } else if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
+                 item->att_data.att_static != nullptr) {
+        const mailimap_msg_att_static* att = item->att_data.att_static;
+        if (att->att_type == MAILIMAP_MSG_ATT_UID) {
+          entry.uid = att->att_data.att_uid;
+        } else if (att->att_type == MAILIMAP_MSG_ATT_RFC822_SIZE) {
+          entry.size = att->att_data.att_rfc822_size;
+          entry.has_size = true;
+        }
+      }
+    }
+  }
+  mailimap_fetch_list_free(result);
+
+  size_t hidden = 0;
+  for (const auto& [number, entry] : by_number) {
+    if (entry.uid == 0 || !entry.has_size) {
+      log::warn(name_, " FETCH: message ", number, " came without UID or size; skipped");
+      continue;
+    }
+    if (entry.hidden) {
+      ++hidden;
+      continue;
+    }
+    snapshot->messages.push_back({entry.uid, entry.size, entry.seen});
+  }
+  std::sort(snapshot->messages.begin(), snapshot->messages.end(),
+            [](const MessageEntry& a, const MessageEntry& b) { return a.uid < b.uid; });
+  auto duplicate = std::unique(snapshot->messages.begin(), snapshot->messages.end(),
+                               [](const MessageEntry& a, const MessageEntry& b) {
+                                 return a.uid == b.uid;
+                               });
+  snapshot->messages.erase(duplicate, snapshot->messages.end());
+  log::debug(name_, " snapshot: uidvalidity ", snapshot->uidvalidity, ", ", exists, " exist, ",
+             snapshot->messages.size(), " visible, ", hidden, " hidden");
+  return {};
+}
+
+Status ImapSession::fetch(uint32_t uid, uint64_t offset, uint64_t length, std::string* data) {
+  data->clear();
+  const std::string command = "UID FETCH " + std::to_string(uid) + " (BODY.PEEK[]<" +
+                              std::to_string(offset) + "." + std::to_string(length) + ">)";
+  if (broken_ || imap_ == nullptr) return {UpstreamError::kUnavailable, command + ": not connected"};
+  // Length 0 would mean "no partial": the whole message. RFC822.SIZE is 32
+  // bits in IMAP, so an offset beyond that is past every message's end.
+  if (length == 0 || offset > UINT32_MAX) return {};
+  const auto partial_length = static_cast<uint32_t>(std::min<uint64_t>(length, UINT32_MAX));
+
+  mailimap_section* section = mailimap_section_new(nullptr);
+  mailimap_fetch_att* att =
+      section != nullptr ? mailimap_fetch_att_new_body_peek_section_partial(
+                               section, static_cast<uint32_t>(offset), partial_length)
+                         : nullptr;
+  mailimap_fetch_type* type = att != nullptr ? mailimap_fetch_type_new_fetch_att(att) : nullptr;
+  mailimap_set* set = mailimap_set_new_single(uid);
+  if (type == nullptr || set == nullptr) {
+    if (type != nullptr) {
+      mailimap_fetch_type_free(type);
+    } else if (att != nullptr) {
+      mailimap_fetch_att_free(att);
+    } else if (section != nullptr) {
+      mailimap_section_free(section);
+    }
+    if (set != nullptr) mailimap_set_free(set);
+    return lost(command, "out of memory");
+  }
+  clist* result = nullptr;
+  int rc = mailimap_uid_fetch(imap_, set, type, &result);
+  mailimap_set_free(set);
+  mailimap_fetch_type_free(type);
+  if (rc == MAILIMAP_ERROR_UID_FETCH && imap_->imap_response_info != nullptr &&
+      imap_->imap_response_info->rsp_atom != nullptr &&
+      strcasecmp(imap_->imap_response_info->rsp_atom, "EXPUNGEISSUED") == 0) {
+    log::debug(name_, " ", command, ": NO ", server_text());
+    return {UpstreamError::kMessageGone, command + ": NO " + server_text()};
+  }
+  Status status = outcome(rc, command, MAILIMAP_ERROR_UID_FETCH, UpstreamError::kRefused,
+                          UpstreamError::kRefused);
+  if (!status.ok()) return status;
+
+  bool found = false;
+  for (clistiter* it = clist_begin(result); it != nullptr && !found; it = clist_next(it)) {
+    auto* message = static_cast<mailimap_msg_att*>(clist_content(it));
+    uint32_t message_uid = 0;
+    const mailimap_msg_att_body_section* body = nullptr;
+    for (clistiter* item_it = clist_begin(message->att_list); item_it != nullptr;
+         item_it = clist_next(item_it)) {
+      auto* item = static_cast<mailimap_msg_att_item*>(clist_content(item_it));
+      if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC || item->att_data.att_static == nullptr) {
+        continue;
+      }
+      const mailimap_msg_att_static* att_static = item->att_data.att_static;
+      if (att_static->att_type == MAILIMAP_MSG_ATT_UID) {
+        message_uid = att_static->att_data.att_uid;
+      } else if (att_static->att_type == MAILIMAP_MSG_ATT_BODY_SECTION) {
+        body = att_static->att_data.att_body_section;
+      }
+    }
+    // Other FETCH responses (flag changes made by other clients) may come
+    // along; only ours has this UID and a body.
+    if (message_uid == uid && body != nullptr) {
+      found = true;
+      if (body->sec_body_part != nullptr) data->assign(body->sec_body_part, body->sec_length);
+    }
+  }
+  mailimap_fetch_list_free(result);
+  if (!found) {
+    log::debug(name_, " ", command, ": no such message");
+    return {UpstreamError::kMessageGone, command + ": no such message (expunged?)"};
+  }
+  return {};
+}
+
+Status ImapSession::hide(const std::vector<uint32_t>& uids) {
+  const std::vector<UidRange> ranges = compact_uids(uids);
+  if (ranges.empty()) return {};
+  const std::string& keyword = settings_->mailbox.hide_keyword;
+  for (size_t begin = 0; begin < ranges.size(); begin += kMaxRangesPerStore) {
+    const size_t end = std::min(ranges.size(), begin + kMaxRangesPerStore);
+    const std::string command =
+        "UID STORE " +
+        format_uid_set(std::vector<UidRange>(ranges.begin() + begin, ranges.begin() + end)) +
+        " +FLAGS.SILENT (" + keyword + ")";
+    if (broken_ || imap_ == nullptr) {
+      return {UpstreamError::kUnavailable, command + ": not connected"};
+    }
+    mailimap_set* set = make_imap_set(ranges, begin, end);
+    mailimap_flag_list* flags = mailimap_flag_list_new_empty();
+    char* keyword_copy = strdup(keyword.c_str());
+    mailimap_flag* flag = keyword_copy != nullptr ? mailimap_flag_new_flag_keyword(keyword_copy)
+                                                  : nullptr;
+    if (flag == nullptr) free(keyword_copy);
+    if (flags != nullptr && flag != nullptr && mailimap_flag_list_add(flags, flag) != 0) {
+      mailimap_flag_free(flag);
+      flag = nullptr;
+    }
+    mailimap_store_att_flags* store =
+        flags != nullptr && flag != nullptr ? mailimap_store_att_flags_new_add_flags_silent(flags)
+                                            : nullptr;
+    if (set == nullptr || store == nullptr) {
+      if (set != nullptr) mailimap_set_free(set);
+      if (store != nullptr) {
+        mailimap_store_att_flags_free(store);
+      } else if (flags != nullptr) {
+        mailimap_flag_list_free(flags);  // owns `flag` if it was added
+      } else if (flag != nullptr) {
+        mailimap_flag_free(flag);
+      }
+      return lost(command, "out of memory");
+    }
+    int rc = mailimap_uid_store(imap_, set, store);
+    mailimap_set_free(set);
+    mailimap_store_att_flags_free(store);
+    Status status = outcome(rc, command, MAILIMAP_ERROR_UID_STORE, UpstreamError::kRefused,
+                            UpstreamError::kRefused);
+    if (!status.ok()) return status;
+  }
+  return {};
+}
+
+}  // namespace popbridge::imap

@@ -1,0 +1,73 @@
+// One upstream IMAP connection, driven with blocking libetpan calls.
+//
+// Runs on a worker thread only (one at a time: the connection's strand).
+// Every method returns a Status in the Backend's terms; `detail` holds the
+// command and the server's answer or the connection failure, never the
+// password. After a connection failure the session is "broken": later
+// calls fail at once with kUnavailable.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/backend.h"
+#include "config/config.h"
+
+typedef struct mailimap mailimap;
+
+namespace popbridge::imap {
+
+class UpstreamStream;
+
+struct ImapSettings {
+  UpstreamConfig upstream;
+  MailboxConfig mailbox;
+};
+
+class ImapSession {
+ public:
+  ImapSession(std::shared_ptr<const ImapSettings> settings, uint64_t id);
+  // Drops the connection without LOGOUT (no network IO).
+  ~ImapSession();
+  ImapSession(const ImapSession&) = delete;
+  ImapSession& operator=(const ImapSession&) = delete;
+
+  // TCP connect, greeting, capabilities.
+  Status connect();
+  // LOGIN, or AUTHENTICATE PLAIN for 8-bit credentials (when the server
+  // offers it) or when the server advertises LOGINDISABLED.
+  Status login(const Credentials& credentials);
+  // SELECT the folder, then one FETCH 1:* (UID RFC822.SIZE FLAGS).
+  Status snapshot(Snapshot* snapshot);
+  // UID FETCH uid (BODY.PEEK[]<offset.length>): never sets \Seen.
+  Status fetch(uint32_t uid, uint64_t offset, uint64_t length, std::string* data);
+  // UID STORE <set> +FLAGS.SILENT (<hide keyword>).
+  Status hide(const std::vector<uint32_t>& uids);
+  // LOGOUT waiting at most `timeout` if the connection is healthy, then
+  // frees everything. Safe to call twice.
+  void logout(std::chrono::milliseconds timeout);
+
+  bool broken() const { return broken_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  // Maps a libetpan return code. `no_error` is the code libetpan returns
+  // when the server answered NO; a BAD answer maps to `on_bad`.
+  Status outcome(int rc, const std::string& command, int no_error, UpstreamError on_no,
+                 UpstreamError on_bad);
+  Status lost(const std::string& command, const std::string& why);
+  std::string server_text() const;
+  Status authenticate_plain(const Credentials& credentials);
+  void close_now();
+
+  std::shared_ptr<const ImapSettings> settings_;
+  std::string name_;  // "imap#12 alice@host:143", for logs
+  mailimap* imap_ = nullptr;
+  UpstreamStream* stream_ = nullptr;  // owned by imap_'s mailstream
+  bool broken_ = false;
+};
+
+}  // namespace popbridge::imap

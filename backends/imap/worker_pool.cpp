@@ -1,0 +1,191 @@
+#include "backends/imap/worker_pool.h"
+
+#include <pthread.h>
+
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <string>
+
+namespace popbridge::imap {
+
+// Everything the workers and the loop share. Strands hold it too, so a
+// Strand kept by a Mailbox stays valid after the WorkerPool is gone.
+class PoolCore : public std::enable_shared_from_this<PoolCore> {
+ public:
+  std::mutex mutex;
+  std::condition_variable wake;
+  // Strands with queued jobs, waiting for a worker. A strand is in here at
+  // most once and never while a worker runs one of its jobs.
+  std::deque<std::shared_ptr<Strand>> ready;
+  // Finished jobs whose results wait for the loop thread.
+  std::vector<std::pair<std::shared_ptr<Strand>, std::unique_ptr<Strand::Task>>> completions;
+  bool stopping = false;  // written under the mutex, on the loop thread
+  // Written on the loop thread before the workers start and after they
+  // are joined; in between the workers only call uv_async_send on it.
+  uv_async_t* async = nullptr;
+
+  void worker_main();
+  void drain();
+};
+
+namespace {
+
+class DetachedTask final : public Strand::Task {
+ public:
+  explicit DetachedTask(std::function<void()> work) : work_(std::move(work)) {}
+  void run() override { work_(); }
+  bool has_completion() const override { return false; }
+  void complete() override {}
+
+ private:
+  std::function<void()> work_;
+};
+
+}  // namespace
+
+void Strand::post_task(std::unique_ptr<Task> task) {
+  std::unique_ptr<Task> discarded;  // destroyed after the lock is released
+  {
+    std::lock_guard lock(core_->mutex);
+    if (core_->stopping) {
+      discarded = std::move(task);
+    } else {
+      queue_.push_back(std::move(task));
+      if (!scheduled_) {
+        scheduled_ = true;
+        core_->ready.push_back(shared_from_this());
+        core_->wake.notify_one();
+      }
+    }
+  }
+}
+
+void Strand::post_detached(std::function<void()> work) {
+  post_task(std::make_unique<DetachedTask>(std::move(work)));
+}
+
+void Strand::cancel() {
+  cancelled_ = true;
+  std::deque<std::unique_ptr<Task>> discarded;  // destroyed here, on the loop thread
+  std::lock_guard lock(core_->mutex);
+  discarded.swap(queue_);
+  // If the strand sits in the ready queue with nothing left, the worker
+  // that picks it up just clears scheduled_.
+}
+
+void PoolCore::worker_main() {
+  for (;;) {
+    std::shared_ptr<Strand> strand;
+    std::unique_ptr<Strand::Task> task;
+    {
+      std::unique_lock lock(mutex);
+      wake.wait(lock, [this] { return stopping || !ready.empty(); });
+      if (stopping) return;
+      strand = std::move(ready.front());
+      ready.pop_front();
+      if (strand->queue_.empty()) {  // cancelled meanwhile
+        strand->scheduled_ = false;
+        continue;
+      }
+      task = std::move(strand->queue_.front());
+      strand->queue_.pop_front();
+    }
+
+    task->run();
+    // A detached job's captures (a connection being closed) die here, on
+    // the worker, before the strand's next job can start elsewhere.
+    if (!task->has_completion()) task.reset();
+
+    bool signal = false;
+    {
+      std::lock_guard lock(mutex);
+      if (task) {
+        signal = completions.empty();  // otherwise a signal is already pending
+        completions.emplace_back(strand, std::move(task));
+      }
+      if (!strand->queue_.empty()) {
+        // Back in line (also while stopping, so that shutdown() finds and
+        // discards the rest on the loop thread, not here).
+        ready.push_back(strand);
+        if (!stopping) wake.notify_one();
+      } else {
+        strand->scheduled_ = false;
+      }
+    }
+    if (signal) uv_async_send(async);
+  }
+}
+
+void PoolCore::drain() {
+  auto keep_alive = shared_from_this();  // a handler may destroy the WorkerPool
+  std::vector<std::pair<std::shared_ptr<Strand>, std::unique_ptr<Strand::Task>>> batch;
+  {
+    std::lock_guard lock(mutex);
+    batch.swap(completions);
+  }
+  for (auto& [strand, task] : batch) {
+    // Checked per item: an earlier handler may have destroyed an owner or
+    // shut the pool down. `stopping` is only written on this thread.
+    if (stopping) break;
+    if (strand->cancelled()) continue;
+    task->complete();
+  }
+  // The batch (handlers included) is destroyed here, on the loop thread.
+}
+
+WorkerPool::WorkerPool(uv_loop_t* loop, unsigned threads) : core_(std::make_shared<PoolCore>()) {
+  auto* async = new uv_async_t;
+  async->data = core_.get();
+  uv_async_init(loop, async, [](uv_async_t* handle) {
+    static_cast<PoolCore*>(handle->data)->drain();
+  });
+  core_->async = async;
+
+  if (threads == 0) threads = 1;
+  threads_.reserve(threads);
+  for (unsigned i = 0; i < threads; ++i) {
+    threads_.emplace_back([core = core_.get()] { core->worker_main(); });
+    std::string name = "pb-imap-" + std::to_string(i);
+    pthread_setname_np(threads_.back().native_handle(), name.c_str());
+  }
+}
+
+WorkerPool::~WorkerPool() { shutdown(); }
+
+std::shared_ptr<Strand> WorkerPool::make_strand() { return std::make_shared<Strand>(core_); }
+
+void WorkerPool::shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  {
+    std::lock_guard lock(core_->mutex);
+    core_->stopping = true;
+  }
+  core_->wake.notify_all();
+  for (auto& thread : threads_) thread.join();
+  threads_.clear();
+
+  // The workers are gone: what is left is destroyed here, on the loop thread.
+  std::deque<std::shared_ptr<Strand>> ready;
+  std::vector<std::pair<std::shared_ptr<Strand>, std::unique_ptr<Strand::Task>>> completions;
+  std::deque<std::unique_ptr<Strand::Task>> unrun;
+  {
+    std::lock_guard lock(core_->mutex);
+    ready.swap(core_->ready);
+    completions.swap(core_->completions);
+    for (auto& strand : ready) {
+      for (auto& task : strand->queue_) unrun.push_back(std::move(task));
+      strand->queue_.clear();
+      strand->scheduled_ = false;
+    }
+  }
+  unrun.clear();
+  completions.clear();
+
+  uv_close(reinterpret_cast<uv_handle_t*>(core_->async),
+           [](uv_handle_t* handle) { delete reinterpret_cast<uv_async_t*>(handle); });
+  core_->async = nullptr;
+}
+
+}  // namespace popbridge::imap

@@ -172,6 +172,22 @@ class Loader {
     return s;
   }
 
+  std::optional<bool> boolean(const toml::node& node, std::string_view path) {
+    if (auto b = node.as_boolean()) return b->get();
+    error(node, path, "expected true or false");
+    return std::nullopt;
+  }
+
+  // A file the process must read at start-up (and on reload).
+  std::optional<std::string> readable_file(const toml::node& node, std::string_view path) {
+    auto s = nonempty_string(node, path);
+    if (s && access(s->c_str(), R_OK) != 0) {
+      error(node, path, *s + ": cannot read: " + std::strerror(errno));
+      return std::nullopt;
+    }
+    return s;
+  }
+
   std::optional<int64_t> integer(const toml::node& node, std::string_view path) {
     if (auto i = node.as_integer()) return i->get();
     error(node, path, "expected an integer");
@@ -272,6 +288,8 @@ class Loader {
         }
       } else if (key == "upstream_threads") {
         if (auto i = integer_in(node, path, 1, 256)) out.upstream_threads = static_cast<unsigned>(*i);
+      } else if (key == "allow_plaintext_auth") {
+        if (auto b = boolean(node, path)) out.allow_plaintext_auth = *b;
       } else {
         unknown_key(key, path);
       }
@@ -379,10 +397,37 @@ class Loader {
         if (auto d = duration(node, path)) out.connect_timeout = *d;
       } else if (key == "command_timeout") {
         if (auto d = duration(node, path)) out.command_timeout = *d;
+      } else if (key == "verify") {
+        if (auto b = boolean(node, path)) out.verify = *b;
+      } else if (key == "ca_file") {
+        if (auto f = readable_file(node, path)) out.ca_file = *f;
       } else {
         unknown_key(key, path);
       }
     }
+  }
+
+  void tls_section(const toml::table& table, TlsConfig& out) {
+    for (auto&& [key, node] : table) {
+      std::string path = join("tls", key.str());
+      if (key == "certificate") {
+        if (auto f = readable_file(node, path)) out.certificate = *f;
+      } else if (key == "key") {
+        if (auto f = readable_file(node, path)) out.key = *f;
+      } else if (key == "min_version") {
+        if (auto v = string(node, path)) {
+          if (*v == "1.0" || *v == "1.1" || *v == "1.2" || *v == "1.3") out.min_version = *v;
+          else error(node, path, "must be one of 1.0, 1.1, 1.2, 1.3 (got " + quote(*v) + ")");
+        }
+      } else if (key == "ciphers") {
+        if (auto c = string(node, path)) out.ciphers = *c;
+      } else {
+        unknown_key(key, path);
+      }
+    }
+    for (const char* required : {"certificate", "key"})
+      if (!table.contains(required))
+        error(table, join("tls", required), "missing required key");
   }
 
   void mailbox(const toml::table& table, MailboxConfig& out) {
@@ -450,6 +495,9 @@ class Loader {
       } else if (key == "mailbox") {
         if (auto t = node.as_table()) mailbox(*t, config.mailbox);
         else error(node, path, "expected a table ([mailbox])");
+      } else if (key == "tls") {
+        if (auto t = node.as_table()) tls_section(*t, config.tls.emplace());
+        else error(node, path, "expected a table ([tls])");
       } else if (key != "listener" && key != "upstream") {
         unknown_key(key, path);
       }
@@ -462,6 +510,9 @@ class Loader {
       listener(table, path, listener_config);
       config.listeners.push_back(listener_config);
       if (errors_.size() != before) return;
+      if (listener_config.tls != TlsMode::kNone && !root.contains("tls")) {
+        error(*table.get("tls"), path + ".tls", "needs a [tls] section with certificate and key");
+      }
       // Compare binary addresses so "[::1]" and "[0::1]" count as the same.
       std::string binary(16, '\0');
       int family = listener_config.host.find(':') != std::string::npos ? AF_INET6 : AF_INET;

@@ -23,6 +23,16 @@ struct ServerConfig {
   Duration idle_timeout = std::chrono::minutes(10);  // RFC 1939: at least 10 minutes
   log::Level log_level = log::Level::kInfo;
   unsigned upstream_threads = 8;  // libetpan worker threads
+  // USER/PASS/AUTH on a connection without TLS from a non-loopback client.
+  bool allow_plaintext_auth = false;
+};
+
+// [tls]: the certificate clients see on STLS and implicit-TLS listeners.
+struct TlsConfig {
+  std::string certificate;  // PEM, chain allowed
+  std::string key;          // PEM
+  std::string min_version = "1.2";  // "1.0" | "1.1" | "1.2" | "1.3"
+  std::string ciphers;      // OpenSSL cipher list for TLS <= 1.2; empty: a sane default
 };
 
 struct ListenerConfig {
@@ -40,6 +50,10 @@ struct UpstreamConfig {
   std::string folder = "INBOX";
   Duration connect_timeout = std::chrono::seconds(10);
   Duration command_timeout = std::chrono::seconds(60);
+  // TLS to the upstream: the certificate chain and host name are checked
+  // against ca_file (empty: the system store) unless verify is false.
+  bool verify = true;
+  std::string ca_file;
 };
 
 struct MailboxConfig {
@@ -52,6 +66,7 @@ struct Config {
   std::vector<ListenerConfig> listeners;
   std::vector<UpstreamConfig> upstreams;
   MailboxConfig mailbox;
+  std::optional<TlsConfig> tls;  // required when a listener uses TLS
 };
 
 // The outcome of loading: a config, or every problem found, each as

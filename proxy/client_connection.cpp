@@ -30,6 +30,19 @@ std::string peer_name(const uv_tcp_t* tcp) {
   return "[" + std::string(host) + "]:" + std::to_string(port);
 }
 
+bool is_loopback(const uv_tcp_t* tcp) {
+  sockaddr_storage address{};
+  int length = sizeof address;
+  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&address), &length) != 0) return false;
+  if (address.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&address);
+    return (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
+  }
+  const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&address);
+  if (IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr) && v6->sin6_addr.s6_addr[12] == 127;
+}
+
 }  // namespace
 
 struct ClientConnection::WriteRequest {
@@ -38,7 +51,8 @@ struct ClientConnection::WriteRequest {
   ClientConnection* connection = nullptr;
 };
 
-void ClientConnection::accept(uv_stream_t* server, ServerContext& context) {
+void ClientConnection::accept(uv_stream_t* server, ServerContext& context,
+                              const ListenerConfig& listener) {
   auto* connection = new ClientConnection(context);
   if (int rc = uv_accept(server, reinterpret_cast<uv_stream_t*>(&connection->tcp_)); rc != 0) {
     log::warn("accept failed: ", uv_strerror(rc));
@@ -51,6 +65,15 @@ void ClientConnection::accept(uv_stream_t* server, ServerContext& context) {
 
   SessionOptions options;
   options.peer = connection->peer_;
+  options.plaintext_auth_allowed =
+      context.config->server.allow_plaintext_auth || is_loopback(&connection->tcp_);
+  if (context.tls) {
+    options.starttls_available = listener.tls == TlsMode::kStartTls;
+    if (listener.tls == TlsMode::kImplicit) {
+      connection->tls_ = std::make_unique<TlsStream>(context.tls);
+      options.tls_active = true;
+    }
+  }
   connection->session_ =
       std::make_unique<Pop3Session>(*connection, *context.backend, context.locks, options);
   connection->touch();
@@ -102,11 +125,47 @@ void ClientConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_
   }
   if (self->lingering_) return;  // input after our FIN is discarded
   self->touch();
-  self->session_->on_input(std::string_view(buf->base, static_cast<size_t>(nread)));
+  const std::string_view data(buf->base, static_cast<size_t>(nread));
+  if (self->tls_) {
+    self->on_ciphertext(data);
+  } else {
+    self->session_->on_input(data);
+  }
+}
+
+void ClientConnection::on_ciphertext(std::string_view data) {
+  std::string plain, wire;
+  const bool was_established = tls_->established();
+  const TlsStream::Result result = tls_->receive(data, plain, wire);
+  write_raw(std::move(wire));
+  if (result == TlsStream::Result::kError) {
+    log::info("pop3 ", peer_, ": ", tls_->error());
+    return close_handles();
+  }
+  if (!was_established && tls_->established()) log::debug("pop3 ", peer_, ": ", tls_->describe());
+  if (!plain.empty()) session_->on_input(plain);
+  if (result == TlsStream::Result::kClosed && !handles_closing_) close_handles();
+}
+
+void ClientConnection::start_tls() {
+  // The +OK to STLS is already queued as plaintext; from here on every byte
+  // in either direction is TLS.
+  tls_ = std::make_unique<TlsStream>(context_.tls);
 }
 
 void ClientConnection::send(std::string data) {
   if (handles_closing_ || lingering_ || data.empty()) return;
+  if (!tls_) return write_raw(std::move(data));
+  std::string wire;
+  if (tls_->send(data, wire) != TlsStream::Result::kOk) {
+    log::info("pop3 ", peer_, ": ", tls_->error());
+    return close_handles();
+  }
+  write_raw(std::move(wire));
+}
+
+void ClientConnection::write_raw(std::string data) {
+  if (handles_closing_ || data.empty()) return;
   auto* write = new WriteRequest{{}, std::move(data), this};
   uv_buf_t buffer = uv_buf_init(write->data.data(), static_cast<unsigned>(write->data.size()));
   queued_ += write->data.size();

@@ -11,6 +11,7 @@
 
 #include "config/config.h"
 #include "proxy/pop3/session.h"
+#include "proxy/tls_stream.h"
 
 namespace popbridge {
 
@@ -21,6 +22,7 @@ struct ServerContext {
   uv_loop_t* loop = nullptr;
   const Config* config = nullptr;
   Backend* backend = nullptr;
+  std::shared_ptr<TlsContext> tls;  // null when no [tls] is configured; replaced on reload
   MailboxLocks locks;
   std::unordered_set<ClientConnection*> connections;
 };
@@ -28,13 +30,14 @@ struct ServerContext {
 class ClientConnection final : public SessionIo {
  public:
   // Accepts one pending connection from `server`; on failure logs and returns.
-  static void accept(uv_stream_t* server, ServerContext& context);
+  static void accept(uv_stream_t* server, ServerContext& context, const ListenerConfig& listener);
 
   void send(std::string data) override;
   size_t queued() const override { return queued_; }
   void set_reading(bool on) override;
   void close() override;
   void abort() override;
+  void start_tls() override;
 
  private:
   struct WriteRequest;
@@ -49,6 +52,8 @@ class ClientConnection final : public SessionIo {
   static void on_handle_closed(uv_handle_t* handle);
 
   void touch();              // restarts the idle timer
+  void write_raw(std::string data);
+  void on_ciphertext(std::string_view data);
   void shutdown_when_flushed();
   void close_handles();
 
@@ -57,6 +62,7 @@ class ClientConnection final : public SessionIo {
   uv_timer_t timer_{};
   uv_shutdown_t shutdown_{};
   std::unique_ptr<Pop3Session> session_;
+  std::unique_ptr<TlsStream> tls_;
   std::string peer_;
   size_t queued_ = 0;
   int open_handles_ = 0;

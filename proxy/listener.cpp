@@ -43,7 +43,7 @@ void Listener::on_connection(uv_stream_t* server, int status) {
     log::warn("listener ", self->config_.address, ": ", uv_strerror(status));
     return;
   }
-  ClientConnection::accept(server, self->context_);
+  ClientConnection::accept(server, self->context_, self->config_);
 }
 
 }  // namespace popbridge

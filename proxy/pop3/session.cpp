@@ -43,6 +43,7 @@ const Pop3Session::CommandSpec Pop3Session::kCommands[] = {
     {"USER", kInAuthorization, &Pop3Session::cmd_user},
     {"PASS", kInAuthorization, &Pop3Session::cmd_pass},
     {"AUTH", kInAuthorization, &Pop3Session::cmd_auth},
+    {"STLS", kInAuthorization, &Pop3Session::cmd_stls},
     {"STAT", kInTransaction, &Pop3Session::cmd_stat},
     {"LIST", kInTransaction, &Pop3Session::cmd_list},
     {"UIDL", kInTransaction, &Pop3Session::cmd_uidl},
@@ -190,23 +191,49 @@ void Pop3Session::bad_command(std::string_view line) {
 void Pop3Session::cmd_capa(const pop3::Command&, std::string_view) {
   std::string capa = "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n"
                      "AUTH-RESP-CODE\r\nPIPELINING\r\n";
-  if (state_ == State::kAuthorization) capa += "USER\r\nSASL PLAIN\r\n";
+  if (state_ == State::kAuthorization) {
+    // RFC 2595: STLS only before TLS; credentials only where they may be sent.
+    if (options_.starttls_available && !options_.tls_active) capa += "STLS\r\n";
+    if (options_.tls_active || options_.plaintext_auth_allowed) capa += "USER\r\nSASL PLAIN\r\n";
+  }
   capa += "EXPIRE NEVER\r\nIMPLEMENTATION " + options_.implementation + "\r\n.\r\n";
   out_ += capa;
 }
 
+bool Pop3Session::auth_allowed() {
+  if (options_.tls_active || options_.plaintext_auth_allowed) return true;
+  reply("-ERR [AUTH] Plaintext authentication disallowed on non-secure connections, use STLS.");
+  return false;
+}
+
+void Pop3Session::cmd_stls(const pop3::Command&, std::string_view) {
+  if (options_.tls_active) return reply("-ERR TLS is already active.");
+  if (!options_.starttls_available) return reply("-ERR STLS is not available on this port.");
+  reply("+OK Begin TLS negotiation.");
+  flush();
+  // Whatever the client sent behind STLS arrived in plaintext and must not
+  // be read as if it came over TLS.
+  parser_.discard();
+  user_.clear();
+  io_.start_tls();
+  options_.tls_active = true;
+}
+
 void Pop3Session::cmd_user(const pop3::Command&, std::string_view rest) {
+  if (!auth_allowed()) return;
   if (rest.empty()) return reply("-ERR Missing user name.");
   user_.assign(rest);
   reply("+OK");
 }
 
 void Pop3Session::cmd_pass(const pop3::Command&, std::string_view rest) {
+  if (!auth_allowed()) return;
   if (user_.empty()) return reply("-ERR No user name given.");
   login(std::exchange(user_, {}), std::string(rest));
 }
 
 void Pop3Session::cmd_auth(const pop3::Command& command, std::string_view) {
+  if (!auth_allowed()) return;
   if (command.args.empty()) {
     out_ += "+OK\r\nPLAIN\r\n.\r\n";
     return;

@@ -26,6 +26,8 @@ class SessionIo {
   virtual void set_reading(bool on) = 0;    // stop reading while input piles up
   virtual void close() = 0;                 // after the queued output is written
   virtual void abort() = 0;                 // now, dropping queued output
+  // Everything sent so far goes out in plaintext; what follows is TLS (STLS).
+  virtual void start_tls() = 0;
 };
 
 struct SessionOptions {
@@ -35,6 +37,9 @@ struct SessionOptions {
   size_t high_watermark = 512 * 1024;    // queued output above which we stop producing
   size_t input_limit = 64 * 1024;        // buffered input above which we stop reading
   unsigned max_bad_commands = 10;
+  bool tls_active = false;               // implicit TLS: the connection is already secure
+  bool starttls_available = false;       // the listener offers STLS
+  bool plaintext_auth_allowed = false;   // USER/PASS/AUTH without TLS (loopback or by config)
 };
 
 class Pop3Session {
@@ -75,6 +80,8 @@ class Pop3Session {
   void cmd_noop(const pop3::Command&, std::string_view);
   void cmd_last(const pop3::Command&, std::string_view);
   void cmd_quit(const pop3::Command&, std::string_view);
+  void cmd_stls(const pop3::Command&, std::string_view);
+  bool auth_allowed();                   // replies -ERR when credentials may not be sent yet
 
   // Login
   void finish_sasl(std::string_view response);

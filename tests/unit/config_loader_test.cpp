@@ -40,6 +40,37 @@ Config config_of(std::string_view text) {
   return *result.config;
 }
 
+// A file that exists and can be read, for [tls] and ca_file.
+std::string readable_path() { return std::string(POPBRIDGE_SOURCE_DIR) + "/config/popbridge.toml"; }
+
+TEST(ConfigTls, SectionAndPlaintextPolicy) {
+  const std::string file = readable_path();
+  Config c = config_of("[server]\nallow_plaintext_auth = true\n[tls]\ncertificate = \"" + file +
+                       "\"\nkey = \"" + file + "\"\nmin_version = \"1.0\"\n" +
+                       "[[listener]]\naddress = \"127.0.0.1:995\"\ntls = \"implicit\"\n"
+                       "[[upstream]]\ntls = \"implicit\"\nport = 993\nverify = false\nca_file = \"" +
+                       file + "\"\n");
+  EXPECT_TRUE(c.server.allow_plaintext_auth);
+  ASSERT_TRUE(c.tls);
+  EXPECT_EQ(c.tls->certificate, file);
+  EXPECT_EQ(c.tls->min_version, "1.0");
+  EXPECT_FALSE(c.upstreams[0].verify);
+  EXPECT_EQ(c.upstreams[0].ca_file, file);
+  EXPECT_FALSE(config_of(kMinimal).server.allow_plaintext_auth);
+  EXPECT_FALSE(config_of(kMinimal).tls);
+}
+
+TEST(ConfigTls, Errors) {
+  EXPECT_THAT(errors_of("[[listener]]\naddress = \"127.0.0.1:995\"\ntls = \"implicit\"\n[[upstream]]\n"),
+              ElementsAre("popbridge.toml:3:7: listener[0].tls: needs a [tls] section with certificate and key"));
+  EXPECT_THAT(errors_of(std::string("[tls]\ncertificate = \"/nonexistent.pem\"\nmin_version = \"2\"\n") + kMinimal),
+              ElementsAre("popbridge.toml:1:1: tls.key: missing required key",
+                          "popbridge.toml:2:15: tls.certificate: /nonexistent.pem: cannot read: No such file or directory",
+                          "popbridge.toml:3:15: tls.min_version: must be one of 1.0, 1.1, 1.2, 1.3 (got \"2\")"));
+  EXPECT_THAT(errors_of(std::string("[server]\nallow_plaintext_auth = \"yes\"\n") + kMinimal),
+              ElementsAre("popbridge.toml:2:24: server.allow_plaintext_auth: expected true or false"));
+}
+
 // ---------------------------------------------------------------------------
 // Valid files
 
@@ -69,7 +100,8 @@ TEST(ConfigLoader, MinimalFileGetsDefaults) {
 }
 
 TEST(ConfigLoader, FullFile) {
-  Config c = config_of(R"(
+  Config c = config_of("[tls]\ncertificate = \"" + readable_path() + "\"\nkey = \"" +
+                       readable_path() + "\"\n" + R"(
 [server]
 idle_timeout = "2h"
 log_level = "debug"

@@ -15,12 +15,14 @@ class FakeIo final : public SessionIo {
   void set_reading(bool on) override { reading = on; }
   void close() override { closed = true; }
   void abort() override { aborted = true; }
+  void start_tls() override { tls_started = true; }
 
   std::string out;
   size_t queued_bytes = 0;
   bool reading = true;
   bool closed = false;
   bool aborted = false;
+  bool tls_started = false;
 };
 
 const std::string kMessage1 = "Subject: one\r\n\r\nHello\r\n.dot line\r\n.\r\nbye\r\n";
@@ -43,6 +45,8 @@ class SessionTest : public testing::Test {
   std::unique_ptr<Pop3Session> make_session(FakeIo& target) {
     SessionOptions options;
     options.chunk_size = 7;  // many chunks per message: exercises resumption
+    options.plaintext_auth_allowed = plaintext_auth_allowed;
+    options.starttls_available = starttls_available;
     auto made = std::make_unique<Pop3Session>(target, backend, locks, options);
     made->start();
     return made;
@@ -61,6 +65,8 @@ class SessionTest : public testing::Test {
 
   void login() { ASSERT_EQ(exchange("USER alice\r\nPASS secret\r\n"), "+OK\r\n+OK Logged in.\r\n"); }
 
+  bool plaintext_auth_allowed = true;
+  bool starttls_available = false;
   MemoryBackend backend;
   MailboxLocks locks;
   FakeIo io;
@@ -303,6 +309,44 @@ TEST_F(SessionTest, ClientNotReadingRepliesStopsAnswering) {
   io.out.clear();
   session->on_drain();
   EXPECT_EQ(io.out, "+OK\r\n+OK\r\n");
+}
+
+class StlsTest : public SessionTest {
+ protected:
+  void SetUp() override {
+    plaintext_auth_allowed = false;
+    starttls_available = true;
+    SessionTest::SetUp();
+  }
+};
+
+TEST_F(StlsTest, CredentialsRefusedBeforeTls) {
+  const std::string capa = exchange("CAPA\r\n");
+  EXPECT_NE(capa.find("STLS\r\n"), std::string::npos);
+  EXPECT_EQ(capa.find("USER\r\n"), std::string::npos);
+  EXPECT_EQ(capa.find("SASL"), std::string::npos);
+  const std::string refusal =
+      "-ERR [AUTH] Plaintext authentication disallowed on non-secure connections, use STLS.\r\n";
+  EXPECT_EQ(exchange("USER alice\r\n"), refusal);
+  EXPECT_EQ(exchange("PASS secret\r\n"), refusal);
+  EXPECT_EQ(exchange("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"), refusal);
+  EXPECT_EQ(backend.pending(), 0u);  // nothing reached the upstream
+}
+
+TEST_F(StlsTest, PlaintextBehindStlsIsDiscarded) {
+  EXPECT_EQ(exchange("STLS\r\nUSER alice\r\nPASS secret\r\n"), "+OK Begin TLS negotiation.\r\n");
+  EXPECT_TRUE(io.tls_started);
+  EXPECT_EQ(backend.pending(), 0u);
+  const std::string capa = exchange("CAPA\r\n");
+  EXPECT_EQ(capa.find("STLS"), std::string::npos);
+  EXPECT_NE(capa.find("USER\r\n"), std::string::npos);
+  EXPECT_EQ(exchange("STLS\r\n"), "-ERR TLS is already active.\r\n");
+  login();
+}
+
+TEST_F(SessionTest, StlsWhereNotOffered) {
+  EXPECT_EQ(exchange("STLS\r\n"), "-ERR STLS is not available on this port.\r\n");
+  EXPECT_FALSE(io.tls_started);
 }
 
 TEST(SaslTest, Base64RoundTripAndStrictness) {

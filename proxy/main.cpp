@@ -50,6 +50,12 @@ class Server {
     context_.loop = loop;
     context_.config = &config_;
     context_.backend = backend_.get();
+    if (config_.tls && !load_tls()) return 1;
+    for (const UpstreamConfig& upstream : config_.upstreams) {
+      if (upstream.tls != TlsMode::kNone && !upstream.verify)
+        log::warn("upstream ", upstream.name, ": verify = false: the IMAP server's certificate is "
+                  "NOT checked; passwords can be intercepted");
+    }
 
     for (const ListenerConfig& listener_config : config_.listeners) {
       auto listener = std::make_unique<Listener>(context_, listener_config);
@@ -61,7 +67,7 @@ class Server {
       }
       listeners_.push_back(std::move(listener));
     }
-    for (int signum : {SIGTERM, SIGINT}) {
+    for (int signum : {SIGTERM, SIGINT, SIGHUP}) {
       auto* handle = new uv_signal_t{};
       uv_signal_init(loop, handle);
       handle->data = this;
@@ -79,8 +85,29 @@ class Server {
  private:
   static void on_signal(uv_signal_t* handle, int signum) {
     auto* self = static_cast<Server*>(handle->data);
+    if (signum == SIGHUP) {
+      log::info("SIGHUP: reloading TLS certificate and key");
+      if (self->config_.tls) self->load_tls();
+      return;
+    }
     log::info("signal ", signum, ": shutting down");
     self->stop();
+  }
+
+  // (Re)reads the certificate and key. Sessions already open keep the
+  // context they started with; a broken new pair leaves the old one in use.
+  bool load_tls() {
+    std::string error;
+    auto context = TlsContext::create(*config_.tls, error);
+    if (!context) {
+      log::error("tls: ", error);
+      return false;
+    }
+    if (config_.tls->min_version == "1.0" || config_.tls->min_version == "1.1")
+      log::warn("tls.min_version = ", config_.tls->min_version,
+                ": TLS versions with known weaknesses are accepted, for old devices");
+    context_.tls = std::move(context);
+    return true;
   }
 
   // Stops accepting, drops open sessions without committing anything (a

@@ -183,7 +183,9 @@ TEST_F(SessionTest, DisconnectBeforeQuitChangesNothing) {
   session.reset();
   backend.run_pending();
   for (const auto& message : backend.account("alice")->messages)
-    if (message.uid != 9) EXPECT_TRUE(message.keywords.empty());
+    if (message.uid != 9) {
+      EXPECT_TRUE(message.keywords.empty());
+    }
 }
 
 TEST_F(SessionTest, FailedCommitSaysSoAndChangesNothing) {

@@ -98,7 +98,8 @@ void ImapBackend::login(const Credentials& credentials, LoginHandler done) {
   strand->post(
       [session, credentials = Credentials(credentials)]() mutable {
         LoginResult result;
-        result.status = session->connect();
+        result.status = ImapSession::check_credentials(credentials);
+        if (result.status.ok()) result.status = session->connect();
         if (result.status.ok()) result.status = session->login(credentials);
         // This copy of the password is not needed any more.
         OPENSSL_cleanse(credentials.password.data(), credentials.password.size());

@@ -123,6 +123,7 @@ Status ImapSession::connect() {
   const UpstreamConfig& upstream = settings_->upstream;
   if (upstream.tls != TlsMode::kNone) {
     broken_ = true;
+    log::info(name_, " upstream TLS not implemented yet; not connecting");
     return {UpstreamError::kUnavailable, "upstream TLS not implemented yet"};
   }
   std::string error;
@@ -182,12 +183,19 @@ Status ImapSession::connect() {
   return {};
 }
 
+Status ImapSession::check_credentials(const Credentials& credentials) {
+  if (has_line_break_or_nul(credentials.user) || has_line_break_or_nul(credentials.password)) {
+    return {UpstreamError::kAuthFailed, "credentials contain CR, LF or NUL; not sent upstream"};
+  }
+  return {};
+}
+
 Status ImapSession::login(const Credentials& credentials) {
   if (broken_ || imap_ == nullptr) return {UpstreamError::kUnavailable, "LOGIN: not connected"};
   const std::string command = "LOGIN " + credentials.user;
-  if (has_line_break_or_nul(credentials.user) || has_line_break_or_nul(credentials.password)) {
-    log::debug(name_, " ", command, ": refused locally (CR, LF or NUL in the credentials)");
-    return {UpstreamError::kAuthFailed, "credentials contain CR, LF or NUL; not sent upstream"};
+  if (Status status = check_credentials(credentials); !status.ok()) {
+    log::debug(name_, " ", command, ": ", status.detail);
+    return status;
   }
   const bool plain = mailimap_has_authentication(imap_, "PLAIN") != 0;
   const bool login_disabled = mailimap_has_extension(imap_, "LOGINDISABLED") != 0;

@@ -35,6 +35,10 @@ class ImapSession {
   ImapSession(const ImapSession&) = delete;
   ImapSession& operator=(const ImapSession&) = delete;
 
+  // Credentials that cannot be sent safely (CR, LF or NUL would end the
+  // LOGIN command early) fail with kAuthFailed before any connection.
+  static Status check_credentials(const Credentials& credentials);
+
   // TCP connect, greeting, capabilities.
   Status connect();
   // LOGIN, or AUTHENTICATE PLAIN for 8-bit credentials (when the server

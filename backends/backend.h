@@ -72,6 +72,10 @@ class Backend {
   using LoginHandler =
       std::function<void(Status status, std::unique_ptr<Mailbox> mailbox, Snapshot snapshot)>;
   virtual void login(const Credentials& credentials, LoginHandler done) = 0;
+
+  // Stops the backend's threads; no handler runs afterwards. Called on the
+  // loop thread before the loop ends.
+  virtual void shutdown() {}
 };
 
 }  // namespace popbridge

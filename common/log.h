@@ -2,7 +2,9 @@
 // Never pass a password or an authentication string to these functions.
 #pragma once
 
+#include <initializer_list>
 #include <sstream>
+#include <string>
 #include <string_view>
 
 namespace popbridge::log {
@@ -11,7 +13,15 @@ enum class Level { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 
 void set_level(Level level);
 bool enabled(Level level);
+void set_json(bool json);  // one JSON object per line instead of text
 void write(Level level, std::string_view message);
+
+// A structured line: "name key=value ..." as text, or a flat JSON object.
+struct Field {
+  std::string_view key;
+  std::string value;
+};
+void event(Level level, std::string_view name, std::initializer_list<Field> fields);
 
 // log::info("session ", id, " closed") concatenates its arguments with
 // operator<<; nothing is formatted when the level is filtered out.

@@ -9,6 +9,7 @@
 #include "config/config.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -271,6 +272,71 @@ class Loader {
     return Duration(count * ms_per_unit);
   }
 
+  // Like duration(), but zero ("0s", "0", 0) is allowed: it turns the delay off.
+  std::optional<Duration> duration_or_zero(const toml::node& node, std::string_view path) {
+    if (auto i = node.as_integer(); i && i->get() == 0) return Duration(0);
+    if (auto s = node.as_string()) {
+      std::string_view text = s->get();
+      const size_t digits = text.find_first_not_of('0');
+      const std::string_view unit = digits == std::string_view::npos ? "" : text.substr(digits);
+      if (digits != 0 && (unit.empty() || unit == "ms" || unit == "s" || unit == "m" ||
+                          unit == "h" || unit == "d")) {
+        return Duration(0);
+      }
+    }
+    return duration(node, path);
+  }
+
+  // ["10.0.0.0/8", "::1/128", "192.0.2.7"] (a bare address is a /32 or /128).
+  void cidr_list(const toml::node& node, std::string_view path, std::vector<Cidr>& out) {
+    const toml::array* array = node.as_array();
+    if (!array) {
+      error(node, path, "expected an array of address blocks, e.g. [\"10.0.0.0/8\"]");
+      return;
+    }
+    for (size_t i = 0; i < array->size(); ++i) {
+      const toml::node& element = (*array)[i];
+      const std::string element_path = std::string(path) + "[" + std::to_string(i) + "]";
+      auto text = string(element, element_path);
+      if (!text) continue;
+      Cidr cidr;
+      const size_t slash = text->find('/');
+      const std::string address = text->substr(0, slash);
+      cidr.family = address.find(':') != std::string::npos ? AF_INET6 : AF_INET;
+      const unsigned max_prefix = cidr.family == AF_INET ? 32 : 128;
+      cidr.prefix = max_prefix;
+      bool ok = inet_pton(cidr.family, address.c_str(), cidr.bytes) == 1;
+      if (ok && slash != std::string::npos) {
+        const std::string prefix = text->substr(slash + 1);
+        ok = all_digits(prefix) && prefix.size() <= 3 && std::stoul(prefix) <= max_prefix;
+        if (ok) cidr.prefix = static_cast<unsigned>(std::stoul(prefix));
+      }
+      if (!ok) {
+        error(element, element_path, quote(*text) + " is not an address block like \"10.0.0.0/8\"");
+        continue;
+      }
+      out.push_back(cidr);
+    }
+  }
+
+  void metrics_section(const toml::table& table, MetricsConfig& out) {
+    for (auto&& [key, node] : table) {
+      std::string path = join("metrics", key.str());
+      if (key == "address") {
+        ListenerConfig parsed;
+        const size_t before = errors_.size();
+        listener_address(node, path, parsed);
+        if (errors_.size() == before) {
+          out.address = parsed.address;
+          out.host = parsed.host;
+          out.port = parsed.port;
+        }
+      } else {
+        unknown_key(key, path);
+      }
+    }
+  }
+
   // --- sections -----------------------------------------------------------
 
   void server(const toml::table& table, ServerConfig& out) {
@@ -290,6 +356,25 @@ class Loader {
         if (auto i = integer_in(node, path, 1, 256)) out.upstream_threads = static_cast<unsigned>(*i);
       } else if (key == "allow_plaintext_auth") {
         if (auto b = boolean(node, path)) out.allow_plaintext_auth = *b;
+      } else if (key == "max_sessions") {
+        if (auto i = integer_in(node, path, 1, 1000000)) out.max_sessions = static_cast<unsigned>(*i);
+      } else if (key == "max_sessions_per_ip") {
+        if (auto i = integer_in(node, path, 0, 1000000))
+          out.max_sessions_per_ip = static_cast<unsigned>(*i);
+      } else if (key == "auth_failure_delay") {
+        if (auto d = duration_or_zero(node, path)) out.auth_failure_delay = *d;
+      } else if (key == "auth_failure_delay_max") {
+        if (auto d = duration_or_zero(node, path)) out.auth_failure_delay_max = *d;
+      } else if (key == "send_timeout") {
+        if (auto d = duration(node, path)) out.send_timeout = *d;
+      } else if (key == "shutdown_grace") {
+        if (auto d = duration_or_zero(node, path)) out.shutdown_grace = *d;
+      } else if (key == "log_format") {
+        if (auto f = string(node, path)) {
+          if (*f == "text") out.log_format = ServerConfig::LogFormat::kText;
+          else if (*f == "json") out.log_format = ServerConfig::LogFormat::kJson;
+          else error(node, path, "must be one of text, json (got " + quote(*f) + ")");
+        }
       } else {
         unknown_key(key, path);
       }
@@ -361,11 +446,19 @@ class Loader {
         listener_address(node, path, out);
       } else if (key == "tls") {
         if (auto t = tls(node, path)) out.tls = *t;
+      } else if (key == "proxy_protocol") {
+        if (auto b = boolean(node, path)) out.proxy_protocol = *b;
+      } else if (key == "trusted_proxies") {
+        cidr_list(node, path, out.trusted_proxies);
       } else {
         unknown_key(key, path);
       }
     }
     if (!have_address) error(table, join(base, "address"), "missing required key");
+    if (out.proxy_protocol && out.trusted_proxies.empty()) {
+      error(table, join(base, "trusted_proxies"),
+            "proxy_protocol needs the load balancers' addresses, e.g. [\"127.0.0.1/32\"]");
+    }
   }
 
   void upstream(const toml::table& table, std::string_view base, UpstreamConfig& out) {
@@ -498,6 +591,9 @@ class Loader {
       } else if (key == "tls") {
         if (auto t = node.as_table()) tls_section(*t, config.tls.emplace());
         else error(node, path, "expected a table ([tls])");
+      } else if (key == "metrics") {
+        if (auto t = node.as_table()) metrics_section(*t, config.metrics);
+        else error(node, path, "expected a table ([metrics])");
       } else if (key != "listener" && key != "upstream") {
         unknown_key(key, path);
       }
@@ -559,6 +655,29 @@ class Loader {
 };
 
 }  // namespace
+
+bool Cidr::contains(const sockaddr* address) const {
+  const unsigned char* candidate = nullptr;
+  unsigned char mapped[4];
+  if (address->sa_family == AF_INET && family == AF_INET) {
+    candidate = reinterpret_cast<const unsigned char*>(
+        &reinterpret_cast<const sockaddr_in*>(address)->sin_addr);
+  } else if (address->sa_family == AF_INET6) {
+    const auto* v6 = &reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr;
+    if (family == AF_INET6) {
+      candidate = v6->s6_addr;
+    } else if (IN6_IS_ADDR_V4MAPPED(v6)) {  // an IPv4 client on a dual-stack socket
+      std::memcpy(mapped, v6->s6_addr + 12, 4);
+      candidate = mapped;
+    }
+  }
+  if (candidate == nullptr) return false;
+  const unsigned whole = prefix / 8, rest = prefix % 8;
+  if (std::memcmp(candidate, bytes, whole) != 0) return false;
+  if (rest == 0) return true;
+  const unsigned char mask = static_cast<unsigned char>(0xff << (8 - rest));
+  return (candidate[whole] & mask) == (bytes[whole] & mask);
+}
 
 ConfigResult parse_config(std::string_view text, std::string_view source_name) {
   Loader loader(source_name);

@@ -11,6 +11,8 @@
 
 #include "common/log.h"
 
+struct sockaddr;
+
 namespace popbridge {
 
 using Duration = std::chrono::milliseconds;
@@ -25,6 +27,21 @@ struct ServerConfig {
   unsigned upstream_threads = 8;  // libetpan worker threads
   // USER/PASS/AUTH on a connection without TLS from a non-loopback client.
   bool allow_plaintext_auth = false;
+  unsigned max_sessions = 10000;        // open client connections, all listeners together
+  unsigned max_sessions_per_ip = 100;   // 0: no limit
+  Duration auth_failure_delay = std::chrono::seconds(2);       // before -ERR [AUTH]
+  Duration auth_failure_delay_max = std::chrono::seconds(15);  // doubles per failure from one IP
+  Duration send_timeout = std::chrono::seconds(60);  // output stuck above the watermark this long: drop
+  Duration shutdown_grace = std::chrono::seconds(30);  // SIGTERM: time open sessions get to finish
+  enum class LogFormat { kText, kJson } log_format = LogFormat::kText;
+};
+
+// An address block such as 10.0.0.0/8 or 2001:db8::/32.
+struct Cidr {
+  int family = 0;              // AF_INET or AF_INET6
+  unsigned char bytes[16]{};
+  unsigned prefix = 0;
+  bool contains(const sockaddr* address) const;
 };
 
 // [tls]: the certificate clients see on STLS and implicit-TLS listeners.
@@ -40,6 +57,17 @@ struct ListenerConfig {
   std::string host;     // "127.0.0.1" or "::1" (brackets removed)
   uint16_t port = 0;
   TlsMode tls = TlsMode::kNone;
+  // A load balancer in front sends a PROXY protocol header (v1 or v2) naming
+  // the real client; accepted only from trusted_proxies, others are refused.
+  bool proxy_protocol = false;
+  std::vector<Cidr> trusted_proxies;
+};
+
+// [metrics]: Prometheus text format at /metrics and a /healthz probe.
+struct MetricsConfig {
+  std::string address;  // "127.0.0.1:9110"; empty: no metrics listener
+  std::string host;
+  uint16_t port = 0;
 };
 
 struct UpstreamConfig {
@@ -67,6 +95,7 @@ struct Config {
   std::vector<UpstreamConfig> upstreams;
   MailboxConfig mailbox;
   std::optional<TlsConfig> tls;  // required when a listener uses TLS
+  MetricsConfig metrics;
 };
 
 // The outcome of loading: a config, or every problem found, each as

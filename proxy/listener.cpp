@@ -4,17 +4,17 @@
 
 namespace popbridge {
 
-Listener::Listener(ServerContext& context, const ListenerConfig& config)
-    : context_(context), config_(config) {}
+Listener::Listener(ServerContext& context, ListenerConfig config)
+    : context_(context), config_(std::make_shared<const ListenerConfig>(std::move(config))) {}
 
 Listener::~Listener() { stop(); }
 
 int Listener::start() {
   sockaddr_storage address{};
-  const std::string host = config_.host == "*" ? "0.0.0.0" : config_.host;
+  const std::string host = config_->host == "*" ? "0.0.0.0" : config_->host;
   int rc = host.find(':') != std::string::npos
-               ? uv_ip6_addr(host.c_str(), config_.port, reinterpret_cast<sockaddr_in6*>(&address))
-               : uv_ip4_addr(host.c_str(), config_.port, reinterpret_cast<sockaddr_in*>(&address));
+               ? uv_ip6_addr(host.c_str(), config_->port, reinterpret_cast<sockaddr_in6*>(&address))
+               : uv_ip4_addr(host.c_str(), config_->port, reinterpret_cast<sockaddr_in*>(&address));
   if (rc != 0) return rc;
 
   tcp_ = new uv_tcp_t{};
@@ -26,7 +26,7 @@ int Listener::start() {
     stop();
     return rc;
   }
-  log::info("listening on ", config_.address);
+  log::info("listening on ", config_->address);
   return 0;
 }
 
@@ -40,7 +40,7 @@ void Listener::stop() {
 void Listener::on_connection(uv_stream_t* server, int status) {
   auto* self = static_cast<Listener*>(server->data);
   if (status != 0) {
-    log::warn("listener ", self->config_.address, ": ", uv_strerror(status));
+    log::warn("listener ", self->config_->address, ": ", uv_strerror(status));
     return;
   }
   ClientConnection::accept(server, self->context_, self->config_);

@@ -3,6 +3,8 @@
 
 #include <uv.h>
 
+#include <memory>
+
 #include "config/config.h"
 #include "proxy/client_connection.h"
 
@@ -10,7 +12,7 @@ namespace popbridge {
 
 class Listener {
  public:
-  Listener(ServerContext& context, const ListenerConfig& config);
+  Listener(ServerContext& context, ListenerConfig config);
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
   ~Listener();
@@ -24,7 +26,7 @@ class Listener {
   static void on_connection(uv_stream_t* server, int status);
 
   ServerContext& context_;
-  const ListenerConfig& config_;
+  std::shared_ptr<const ListenerConfig> config_;  // shared with its connections
   uv_tcp_t* tcp_ = nullptr;  // freed by its close callback, which may outlive us
 };
 

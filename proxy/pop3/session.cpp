@@ -112,11 +112,12 @@ void Pop3Session::on_idle_timeout() {
   if (transfer_ && transfer_->started) {
     // A reply now would land inside the message body.
     state_ = State::kClosed;
+    stats_.ended = "idle timeout";
     io_.abort();
     return;
   }
   reply("-ERR Disconnected for inactivity.");
-  close();
+  close("idle timeout");
 }
 
 // Answers buffered commands in order until one has to wait for the
@@ -182,7 +183,7 @@ void Pop3Session::bad_command(std::string_view line) {
   reply(line);
   if (++bad_commands_ >= options_.max_bad_commands) {
     reply("-ERR Too many bad commands, closing.");
-    close();
+    close("too many bad commands");
   }
 }
 
@@ -260,6 +261,8 @@ void Pop3Session::finish_sasl(std::string_view response) {
 void Pop3Session::login(std::string user, std::string password) {
   busy_ = true;
   log::debug("pop3 ", options_.peer, ": login attempt user=", user);
+  stats_.user = user;
+  upstream_started_ = std::chrono::steady_clock::now();
   backend_.login({std::move(user), std::move(password)},
                  guarded([this](Status status, std::unique_ptr<Mailbox> mailbox, Snapshot snapshot) {
                    on_login(std::move(status), std::move(mailbox), std::move(snapshot));
@@ -268,14 +271,33 @@ void Pop3Session::login(std::string user, std::string password) {
 
 void Pop3Session::on_login(Status status, std::unique_ptr<Mailbox> mailbox, Snapshot snapshot) {
   if (state_ == State::kClosed) return;
-  busy_ = false;
+  upstream_done(UpstreamOp::kLogin, status);
+  auto finish = [this](bool ok, std::function<void()> send_reply) {
+    io_.login_finished(ok, guarded([this, send_reply = std::move(send_reply)] {
+      if (state_ == State::kClosed) return;
+      busy_ = false;
+      send_reply();
+      pump();
+    }));
+  };
   if (!status.ok()) {
-    log::info("pop3 ", options_.peer, ": login failed: ", status.detail);
-    reply_error(status);
-  } else if (auto lock = locks_.acquire(mailbox->key()); !lock) {
-    log::info("pop3 ", options_.peer, ": mailbox in use");
-    reply("-ERR [IN-USE] Mailbox is locked by another POP3 session.");
-  } else {
+    log::info("pop3 ", options_.peer, ": login failed for ", stats_.user, ": ", status.detail);
+    if (options_.metrics) {
+      options_.metrics->login(status.error == UpstreamError::kAuthFailed    ? LoginOutcome::kAuthFailed
+                              : status.error == UpstreamError::kUnavailable ? LoginOutcome::kUnavailable
+                                                                            : LoginOutcome::kOther);
+    }
+    const bool credentials_refused = status.error == UpstreamError::kAuthFailed;
+    return finish(!credentials_refused, [this, status] { reply_error(status); });
+  }
+  auto lock = locks_.acquire(mailbox->key());
+  if (!lock) {
+    log::info("pop3 ", options_.peer, ": mailbox of ", stats_.user, " in use");
+    if (options_.metrics) options_.metrics->login(LoginOutcome::kInUse);
+    mailbox.reset();  // log out upstream now, not after the reply
+    return finish(true, [this] { reply("-ERR [IN-USE] Mailbox is locked by another POP3 session."); });
+  }
+  {
     lock_ = std::move(lock);
     mailbox_ = std::move(mailbox);
     snapshot_ = std::move(snapshot);
@@ -286,10 +308,12 @@ void Pop3Session::on_login(Status status, std::unique_ptr<Mailbox> mailbox, Snap
       if (snapshot_.messages[i].seen) last_at_login_ = static_cast<uint32_t>(i + 1);
     last_ = last_at_login_;
     state_ = State::kTransaction;
-    log::info("pop3 ", options_.peer, ": logged in, ", snapshot_.messages.size(), " messages");
-    reply("+OK Logged in.");
+    stats_.listed = snapshot_.messages.size();
+    if (options_.metrics) options_.metrics->login(LoginOutcome::kOk);
+    log::info("pop3 ", options_.peer, ": ", stats_.user, " logged in, ", snapshot_.messages.size(),
+              " messages");
+    finish(true, [this] { reply("+OK Logged in."); });
   }
-  pump();
 }
 
 // ---- TRANSACTION ----
@@ -405,7 +429,7 @@ void Pop3Session::cmd_last(const pop3::Command&, std::string_view) {
 void Pop3Session::cmd_quit(const pop3::Command&, std::string_view) {
   if (state_ == State::kAuthorization) {
     reply("+OK Logging out.");
-    return close();
+    return close("quit");
   }
   state_ = State::kUpdate;
   std::vector<uint32_t> uids;
@@ -413,22 +437,28 @@ void Pop3Session::cmd_quit(const pop3::Command&, std::string_view) {
     if (deleted_[i]) uids.push_back(snapshot_.messages[i].uid);
   if (uids.empty()) {
     reply("+OK Logging out.");
-    return close();
+    return close("quit");
   }
   busy_ = true;
+  stats_.deleted = uids.size();
+  upstream_started_ = std::chrono::steady_clock::now();
   mailbox_->commit(std::move(uids), guarded([this](Status status) { on_commit(std::move(status)); }));
 }
 
 void Pop3Session::on_commit(Status status) {
   if (state_ == State::kClosed) return;
+  upstream_done(UpstreamOp::kCommit, status);
   busy_ = false;
   if (status.ok()) {
+    if (options_.metrics) options_.metrics->messages_deleted += stats_.deleted;
     reply("+OK Logging out, messages deleted.");
+    close("quit");
   } else {
     log::warn("pop3 ", options_.peer, ": commit failed: ", status.detail);
+    stats_.deleted = 0;
     reply("-ERR [SYS/TEMP] Could not delete messages, nothing was changed.");
+    close("commit failed");
   }
-  close();
 }
 
 // ---- Message transfer ----
@@ -442,6 +472,7 @@ void Pop3Session::start_transfer(uint32_t index, int64_t body_lines, std::string
 }
 
 void Pop3Session::fetch_next_chunk() {
+  upstream_started_ = std::chrono::steady_clock::now();
   mailbox_->fetch(transfer_->uid, transfer_->offset, options_.chunk_size,
                   guarded([this](Status status, std::string data) {
                     on_chunk(std::move(status), std::move(data));
@@ -450,6 +481,7 @@ void Pop3Session::fetch_next_chunk() {
 
 void Pop3Session::on_chunk(Status status, std::string data) {
   if (state_ == State::kClosed) return;
+  upstream_done(UpstreamOp::kFetch, status);
   if (!status.ok()) {
     if (transfer_->started) {
       // Half a message must never end in "." as if it were whole: close,
@@ -457,6 +489,7 @@ void Pop3Session::on_chunk(Status status, std::string data) {
       log::warn("pop3 ", options_.peer, ": upstream failed during transfer: ", status.detail);
       transfer_.reset();
       state_ = State::kClosed;
+      stats_.ended = "upstream failed";
       io_.abort();
       return;
     }
@@ -476,7 +509,11 @@ void Pop3Session::on_chunk(Status status, std::string data) {
   const bool done = transfer.encoder.encode(data, out_) || eof;
   if (done) {
     transfer.encoder.finish(out_);
-    if (transfer.is_retr) last_ = std::max(last_, transfer.index + 1);
+    if (transfer.is_retr) {
+      last_ = std::max(last_, transfer.index + 1);
+      ++stats_.retrieved;
+      if (options_.metrics) ++options_.metrics->messages_retrieved;
+    }
     transfer_.reset();
     busy_ = false;
     pump();
@@ -521,10 +558,21 @@ void Pop3Session::flush() {
   out_.clear();
 }
 
-void Pop3Session::close() {
+void Pop3Session::close(const char* why) {
   flush();
   state_ = State::kClosed;
+  stats_.ended = why;
   io_.close();
+}
+
+static_assert(static_cast<int>(UpstreamError::kRefused) - 1 ==
+              static_cast<int>(UpstreamErrorKind::kRefused));
+
+void Pop3Session::upstream_done(UpstreamOp op, const Status& status) {
+  if (!options_.metrics) return;
+  options_.metrics->upstream_latency(op, std::chrono::steady_clock::now() - upstream_started_);
+  if (!status.ok())
+    options_.metrics->upstream_error(static_cast<UpstreamErrorKind>(static_cast<int>(status.error) - 1));
 }
 
 }  // namespace popbridge

@@ -3,7 +3,9 @@
 // Mailbox, and writes through SessionIo; it never touches a socket.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +14,7 @@
 
 #include "backends/backend.h"
 #include "proxy/mailbox_locks.h"
+#include "proxy/metrics.h"
 #include "proxy/pop3/parser.h"
 #include "proxy/pop3/writer.h"
 
@@ -28,6 +31,18 @@ class SessionIo {
   virtual void abort() = 0;                 // now, dropping queued output
   // Everything sent so far goes out in plaintext; what follows is TLS (STLS).
   virtual void start_tls() = 0;
+  // A login attempt ended; `then` sends its reply. After a failure the
+  // connection waits first (auth_failure_delay, growing per client address).
+  virtual void login_finished(bool ok, std::function<void()> then) = 0;
+};
+
+// What the logout log line reports about a session.
+struct SessionStats {
+  std::string user;
+  size_t listed = 0;      // messages in the snapshot
+  size_t retrieved = 0;   // whole RETRs
+  size_t deleted = 0;     // messages the delete policy was applied to at QUIT
+  const char* ended = "disconnected";
 };
 
 struct SessionOptions {
@@ -40,6 +55,7 @@ struct SessionOptions {
   bool tls_active = false;               // implicit TLS: the connection is already secure
   bool starttls_available = false;       // the listener offers STLS
   bool plaintext_auth_allowed = false;   // USER/PASS/AUTH without TLS (loopback or by config)
+  Metrics* metrics = nullptr;            // optional
 };
 
 class Pop3Session {
@@ -53,6 +69,10 @@ class Pop3Session {
   void on_input(std::string_view bytes);
   void on_drain();                       // queued output fell below the low watermark
   void on_idle_timeout();
+
+  const SessionStats& stats() const { return stats_; }
+  bool tls_active() const { return options_.tls_active; }
+  bool in_transaction() const { return state_ == State::kTransaction; }
 
  private:
   enum class State { kAuthorization, kTransaction, kUpdate, kClosed };
@@ -100,7 +120,8 @@ class Pop3Session {
   void reply(std::string_view line);     // one line, CRLF added
   void reply_error(const Status& status);
   void flush();
-  void close();
+  void close(const char* why);
+  void upstream_done(UpstreamOp op, const Status& status);  // metrics
 
   // Wraps a backend handler so it does nothing once this session is gone.
   template <typename F>
@@ -128,6 +149,8 @@ class Pop3Session {
   uint32_t last_at_login_ = 0;
   uint32_t last_ = 0;
   std::unique_ptr<Transfer> transfer_;
+  SessionStats stats_;
+  std::chrono::steady_clock::time_point upstream_started_;
 };
 
 }  // namespace popbridge

@@ -16,6 +16,10 @@ class FakeIo final : public SessionIo {
   void close() override { closed = true; }
   void abort() override { aborted = true; }
   void start_tls() override { tls_started = true; }
+  void login_finished(bool ok, std::function<void()> then) override {
+    if (!ok) ++failed_logins;
+    then();
+  }
 
   std::string out;
   size_t queued_bytes = 0;
@@ -23,6 +27,7 @@ class FakeIo final : public SessionIo {
   bool closed = false;
   bool aborted = false;
   bool tls_started = false;
+  int failed_logins = 0;
 };
 
 const std::string kMessage1 = "Subject: one\r\n\r\nHello\r\n.dot line\r\n.\r\nbye\r\n";

@@ -1,0 +1,23 @@
+#include "proxy/auth_penalty.h"
+
+#include <algorithm>
+
+namespace popbridge {
+
+Duration AuthPenalty::failed(const std::string& address, Duration base, Duration max,
+                             Clock::time_point now) {
+  if (failures_.size() > 100000) prune(now);  // bounded memory under a spread-out attack
+  Entry& entry = failures_[address];
+  if (now - entry.last > kForget) entry.count = 0;
+  entry.last = now;
+  const unsigned doublings = std::min(entry.count, 16u);
+  ++entry.count;
+  if (base.count() == 0) return base;
+  return std::min<Duration>(base * (1u << doublings), std::max(base, max));
+}
+
+void AuthPenalty::prune(Clock::time_point now) {
+  std::erase_if(failures_, [now](const auto& item) { return now - item.second.last > kForget; });
+}
+
+}  // namespace popbridge

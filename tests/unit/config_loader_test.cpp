@@ -1,4 +1,5 @@
 // Tests for config/config.cpp: the TOML loader and its error messages.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <gmock/gmock.h>
 
@@ -69,6 +70,57 @@ TEST(ConfigTls, Errors) {
                           "popbridge.toml:3:15: tls.min_version: must be one of 1.0, 1.1, 1.2, 1.3 (got \"2\")"));
   EXPECT_THAT(errors_of(std::string("[server]\nallow_plaintext_auth = \"yes\"\n") + kMinimal),
               ElementsAre("popbridge.toml:2:24: server.allow_plaintext_auth: expected true or false"));
+}
+
+TEST(ConfigLimits, DefaultsAndValues) {
+  Config d = config_of(kMinimal);
+  EXPECT_EQ(d.server.max_sessions, 10000u);
+  EXPECT_EQ(d.server.max_sessions_per_ip, 100u);
+  EXPECT_EQ(d.server.auth_failure_delay, 2s);
+  EXPECT_EQ(d.server.auth_failure_delay_max, 15s);
+  EXPECT_EQ(d.server.send_timeout, 60s);
+  EXPECT_EQ(d.server.shutdown_grace, 30s);
+  EXPECT_EQ(d.server.log_format, ServerConfig::LogFormat::kText);
+  EXPECT_TRUE(d.metrics.address.empty());
+
+  Config c = config_of(std::string("[server]\nmax_sessions = 5\nmax_sessions_per_ip = 0\n"
+                                   "auth_failure_delay = \"0s\"\nshutdown_grace = 0\n"
+                                   "log_format = \"json\"\n[metrics]\naddress = \"127.0.0.1:9110\"\n") +
+                       "[[listener]]\naddress = \"127.0.0.1:1110\"\nproxy_protocol = true\n"
+                       "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1/128\"]\n[[upstream]]\n");
+  EXPECT_EQ(c.server.max_sessions, 5u);
+  EXPECT_EQ(c.server.max_sessions_per_ip, 0u);
+  EXPECT_EQ(c.server.auth_failure_delay, 0s);
+  EXPECT_EQ(c.server.shutdown_grace, 0s);
+  EXPECT_EQ(c.server.log_format, ServerConfig::LogFormat::kJson);
+  EXPECT_EQ(c.metrics.port, 9110);
+  ASSERT_EQ(c.listeners[0].trusted_proxies.size(), 3u);
+  EXPECT_TRUE(c.listeners[0].proxy_protocol);
+
+  sockaddr_in inside{};
+  inside.sin_family = AF_INET;
+  inet_pton(AF_INET, "10.20.30.40", &inside.sin_addr);
+  sockaddr_in outside = inside;
+  inet_pton(AF_INET, "11.0.0.1", &outside.sin_addr);
+  EXPECT_TRUE(c.listeners[0].trusted_proxies[1].contains(reinterpret_cast<sockaddr*>(&inside)));
+  EXPECT_FALSE(c.listeners[0].trusted_proxies[1].contains(reinterpret_cast<sockaddr*>(&outside)));
+  EXPECT_FALSE(c.listeners[0].trusted_proxies[0].contains(reinterpret_cast<sockaddr*>(&inside)));
+  sockaddr_in6 mapped{};  // 10.20.30.40 seen on a dual-stack socket
+  mapped.sin6_family = AF_INET6;
+  inet_pton(AF_INET6, "::ffff:10.20.30.40", &mapped.sin6_addr);
+  EXPECT_TRUE(c.listeners[0].trusted_proxies[1].contains(reinterpret_cast<sockaddr*>(&mapped)));
+}
+
+TEST(ConfigLimits, Errors) {
+  EXPECT_THAT(errors_of("[[listener]]\naddress = \"127.0.0.1:1110\"\nproxy_protocol = true\n[[upstream]]\n"),
+              ElementsAre("popbridge.toml:1:1: listener[0].trusted_proxies: proxy_protocol needs the load "
+                          "balancers' addresses, e.g. [\"127.0.0.1/32\"]"));
+  EXPECT_THAT(errors_of("[[listener]]\naddress = \"127.0.0.1:1110\"\ntrusted_proxies = [\"10.0.0.0/33\"]\n[[upstream]]\n"),
+              ElementsAre("popbridge.toml:3:20: listener[0].trusted_proxies[0]: \"10.0.0.0/33\" is not an "
+                          "address block like \"10.0.0.0/8\""));
+  EXPECT_THAT(errors_of(std::string("[server]\nlog_format = \"xml\"\nsend_timeout = \"0s\"\n") + kMinimal),
+              ElementsAre("popbridge.toml:2:14: server.log_format: must be one of text, json (got \"xml\")",
+                          "popbridge.toml:3:16: server.send_timeout: must be greater than zero"));
 }
 
 // ---------------------------------------------------------------------------

@@ -323,6 +323,7 @@ class Loader {
     for (auto&& [key, node] : table) {
       std::string path = join("metrics", key.str());
       if (key == "address") {
+        if (auto text = node.as_string(); text && text->get().empty()) continue;  // off
         ListenerConfig parsed;
         const size_t before = errors_.size();
         listener_address(node, path, parsed);

@@ -23,6 +23,20 @@ constexpr size_t kStreamBufferSize = 64 * 1024;
 // even when thousands of scattered UIDs do not compact into ranges.
 constexpr size_t kMaxRangesPerStore = 1000;
 
+// A greeting longer than this is not an IMAP server talking.
+constexpr size_t kMaxGreeting = 16 * 1024;
+
+bool starts_with_bye(const std::string& line) {
+  return line.size() >= 5 && strncasecmp(line.c_str(), "* BYE", 5) == 0;
+}
+
+// One line for a log: no CRLF, not too long.
+std::string trimmed(std::string line) {
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+  if (line.size() > 200) line = line.substr(0, 200) + "...";
+  return line;
+}
+
 bool has_8bit(const std::string& text) {
   return std::any_of(text.begin(), text.end(),
                      [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
@@ -138,6 +152,18 @@ Status ImapSession::connect() {
     return {UpstreamError::kUnavailable, error};
   }
   stream_ = UpstreamStream::of(low);
+  // libetpan 1.9.4 leaks the parsed greeting when it is a BYE (busy
+  // servers say that): look at the greeting first and keep BYE from it.
+  std::string greeting;
+  if (!stream_->peek_line(&greeting, kMaxGreeting) || starts_with_bye(greeting)) {
+    Status status = stream_->failed()
+                        ? lost("greeting", stream_->failure())
+                        : lost("greeting", "server refused the connection: " + trimmed(greeting));
+    mailstream_low_free(low);
+    stream_ = nullptr;
+    log::info(name_, " ", status.detail);
+    return status;
+  }
   mailstream* stream = mailstream_new(low, kStreamBufferSize);
   if (stream == nullptr) {
     mailstream_low_free(low);
@@ -160,10 +186,8 @@ Status ImapSession::connect() {
     return {UpstreamError::kRefused, "server greeted with PREAUTH; credentials cannot be checked"};
   }
   if (rc != MAILIMAP_NO_ERROR_NON_AUTHENTICATED) {
-    Status status = rc == MAILIMAP_ERROR_DONT_ACCEPT_CONNECTION
-                        ? lost("greeting", "server refused the connection: BYE " + server_text())
-                        : outcome(rc, "greeting", -1, UpstreamError::kUnavailable,
-                                  UpstreamError::kUnavailable);
+    Status status = outcome(rc, "greeting", -1, UpstreamError::kUnavailable,
+                            UpstreamError::kUnavailable);
     log::info(name_, " ", status.detail);
     return status;
   }
@@ -363,8 +387,9 @@ Status ImapSession::snapshot(Snapshot* snapshot) {
 
 Status ImapSession::fetch(uint32_t uid, uint64_t offset, uint64_t length, std::string* data) {
   data->clear();
-  const std::string command = "UID FETCH " + std::to_string(uid) + " (BODY.PEEK[]<" +
-                              std::to_string(offset) + "." + std::to_string(length) + ">)";
+  // As sent: libetpan leaves out the parentheses around a single item.
+  const std::string command = "UID FETCH " + std::to_string(uid) + " BODY.PEEK[]<" +
+                              std::to_string(offset) + "." + std::to_string(length) + ">";
   if (broken_ || imap_ == nullptr) return {UpstreamError::kUnavailable, command + ": not connected"};
   // Length 0 would mean "no partial": the whole message. RFC822.SIZE is 32
   // bits in IMAP, so an offset beyond that is past every message's end.

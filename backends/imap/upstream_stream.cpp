@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -192,6 +193,12 @@ ssize_t UpstreamStream::read(void* buffer, size_t count) {
     fail("read on a closed connection");
     return -1;
   }
+  if (!pending_.empty()) {
+    size_t n = std::min(count, pending_.size());
+    std::memcpy(buffer, pending_.data(), n);
+    pending_.erase(0, n);
+    return static_cast<ssize_t>(n);
+  }
   // After EOF has been reported once, further reads are errors: libetpan's
   // literal reader treats 0 as "no progress yet" and would spin forever.
   if (eof_) return -1;
@@ -212,6 +219,28 @@ ssize_t UpstreamStream::read(void* buffer, size_t count) {
     }
     if (!wait(POLLIN, deadline, "waiting for the server")) return -1;
   }
+}
+
+bool UpstreamStream::peek_line(std::string* line, size_t max) {
+  std::string ahead;
+  char buffer[1024];
+  // Drain what is already pending first (read() serves it), then the socket.
+  while (ahead.find('\n') == std::string::npos) {
+    if (ahead.size() >= max) {
+      fail("line longer than " + std::to_string(max) + " octets");
+      pending_ = ahead + pending_;
+      return false;
+    }
+    ssize_t n = read(buffer, sizeof buffer);
+    if (n <= 0) {
+      pending_ = ahead + pending_;
+      return false;
+    }
+    ahead.append(buffer, static_cast<size_t>(n));
+  }
+  *line = ahead.substr(0, ahead.find('\n') + 1);
+  pending_ = ahead + pending_;
+  return true;
 }
 
 ssize_t UpstreamStream::write(const void* buffer, size_t count) {

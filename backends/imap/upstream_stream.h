@@ -38,6 +38,11 @@ class UpstreamStream {
   // The driver state behind `low`, or nullptr if `low` is not ours.
   static UpstreamStream* of(mailstream_low* low);
 
+  // Reads until a whole line (up to `max` octets) has arrived and copies it
+  // to *line without consuming it: later reads return it again. Lets us
+  // look at the greeting before libetpan parses it. False on failure.
+  bool peek_line(std::string* line, size_t max);
+
   // How long a single read or write may wait (changed for the greeting and
   // for a quick LOGOUT).
   void set_io_timeout(Millis timeout) { io_timeout_ = timeout; }
@@ -70,6 +75,7 @@ class UpstreamStream {
   int fd_;
   Millis io_timeout_;
   bool eof_ = false;
+  std::string pending_;  // read ahead by peek_line(), served first by read()
   std::string failure_;
   uint64_t bytes_written_ = 0;
 };

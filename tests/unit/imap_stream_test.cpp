@@ -20,91 +20,18 @@
 #include <thread>
 #include <vector>
 
+#include "imap_scripted_server.h"
+
 namespace popbridge::imap {
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-void send_all(int fd, const std::string& data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    done += static_cast<size_t>(n);
-  }
-}
-
-std::string read_line(int fd) {
-  std::string line;
-  char c;
-  while (::recv(fd, &c, 1, 0) == 1) {
-    line.push_back(c);
-    if (c == '\n') break;
-  }
-  return line;
-}
-
-std::string read_exact(int fd, size_t count) {
-  std::string data(count, '\0');
-  size_t done = 0;
-  while (done < count) {
-    ssize_t n = ::recv(fd, data.data() + done, count - done, 0);
-    if (n <= 0) break;
-    done += static_cast<size_t>(n);
-  }
-  data.resize(done);
-  return data;
-}
-
-// Accepts one connection on 127.0.0.1 (or ::1) and runs `script` on it in
-// a thread; the connection is closed when the script returns.
-class ScriptedServer {
- public:
-  explicit ScriptedServer(std::function<void(int)> script, int family = AF_INET)
-      : script_(std::move(script)) {
-    listener_ = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_storage address{};
-    socklen_t length;
-    if (family == AF_INET6) {
-      auto* in6 = reinterpret_cast<sockaddr_in6*>(&address);
-      in6->sin6_family = AF_INET6;
-      in6->sin6_addr = in6addr_loopback;
-      length = sizeof *in6;
-    } else {
-      auto* in = reinterpret_cast<sockaddr_in*>(&address);
-      in->sin_family = AF_INET;
-      in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      length = sizeof *in;
-    }
-    ok_ = listener_ >= 0 && bind(listener_, reinterpret_cast<sockaddr*>(&address), length) == 0 &&
-          listen(listener_, 4) == 0 &&
-          getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) == 0;
-    if (!ok_) return;
-    port_ = ntohs(family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&address)->sin6_port
-                                     : reinterpret_cast<sockaddr_in*>(&address)->sin_port);
-    thread_ = std::thread([this] {
-      int client = accept(listener_, nullptr, nullptr);
-      if (client < 0) return;
-      script_(client);
-      ::close(client);
-    });
-  }
-  ~ScriptedServer() {
-    if (listener_ >= 0) shutdown(listener_, SHUT_RDWR);  // unblocks accept()
-    if (thread_.joinable()) thread_.join();
-    if (listener_ >= 0) ::close(listener_);
-  }
-  bool ok() const { return ok_; }
-  uint16_t port() const { return port_; }
-
- private:
-  std::function<void(int)> script_;
-  int listener_ = -1;
-  bool ok_ = false;
-  uint16_t port_ = 0;
-  std::thread thread_;
-};
+using test_support::read_exact;
+using test_support::read_line;
+using test_support::ScriptedServer;
+using test_support::send_all;
 
 mailstream_low* connect_to(uint16_t port, std::chrono::milliseconds io_timeout = 2s,
                            const std::string& host = "127.0.0.1") {
@@ -142,6 +69,29 @@ TEST(ImapStream, ReadsAndWrites) {
   mailstream_low_close(low);
   mailstream_low_free(low);
   EXPECT_EQ(received, "A1 NOOP\r");
+}
+
+TEST(ImapStream, PeekedLineIsReadAgain) {
+  ScriptedServer server([](int fd) {
+    send_all(fd, "* OK ");
+    std::this_thread::sleep_for(20ms);  // the line arrives in two pieces
+    send_all(fd, "ready\r\nmore");
+  });
+  ASSERT_TRUE(server.ok());
+  mailstream_low* low = connect_to(server.port());
+  ASSERT_NE(low, nullptr);
+  std::string line;
+  ASSERT_TRUE(UpstreamStream::of(low)->peek_line(&line, 100));
+  EXPECT_EQ(line, "* OK ready\r\n");
+  std::string all;
+  char buffer[3];  // small reads: the pending bytes come back in pieces
+  while (all.size() < 16) {
+    ssize_t n = mailstream_low_read(low, buffer, sizeof buffer);
+    if (n <= 0) break;
+    all.append(buffer, static_cast<size_t>(n));
+  }
+  EXPECT_EQ(all, "* OK ready\r\nmore");
+  mailstream_low_free(low);
 }
 
 TEST(ImapStream, EofReadsZeroOnceThenFails) {

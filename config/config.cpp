@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -462,27 +463,83 @@ class Loader {
     }
   }
 
+  // An IMAP server's name: a hostname, an IPv4 literal, or IPv6 (bracketed or not).
+  std::optional<std::string> upstream_host(const toml::node& node, std::string_view path,
+                                           const std::string& text) {
+    std::string host = text;
+    bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+    if (bracketed) host = host.substr(1, host.size() - 2);  // "[::1]" means "::1"
+    bool looks_ipv4 = !bracketed && host.find_first_not_of("0123456789.") == std::string::npos;
+    if (looks_ipv4 && !is_ipv4(host)) {
+      error(node, path, quote(host) + " is not a valid IPv4 address");
+      return std::nullopt;
+    }
+    if (bracketed ? is_ipv6(host) : (is_ipv4(host) || is_ipv6(host) || is_hostname(host))) return host;
+    error(node, path, quote(text) + " is not a valid hostname or IP address");
+    return std::nullopt;
+  }
+
+  // hosts = ["imap1.example.com:993", "[2001:db8::1]:993"], tried in order.
+  void host_list(const toml::node& node, std::string_view path, std::vector<HostPort>& out) {
+    const toml::array* array = node.as_array();
+    if (!array || array->empty()) {
+      error(node, path, "expected a non-empty array of \"host:port\" strings");
+      return;
+    }
+    for (size_t i = 0; i < array->size(); ++i) {
+      const toml::node& element = (*array)[i];
+      const std::string element_path = std::string(path) + "[" + std::to_string(i) + "]";
+      auto text = nonempty_string(element, element_path);
+      if (!text) continue;
+      const size_t colon = text->rfind(':');
+      const std::string port_text = colon == std::string::npos ? "" : text->substr(colon + 1);
+      if (colon == std::string::npos || !all_digits(port_text) || port_text.size() > 5 ||
+          std::stoi(port_text) < 1 || std::stoi(port_text) > 65535 ||
+          (text->find(':') != colon && (*text)[0] != '[')) {
+        error(element, element_path, "expected \"host:port\" with a port 1-65535, e.g. \"imap.example.com:993\"");
+        continue;
+      }
+      if (auto host = upstream_host(element, element_path, text->substr(0, colon)))
+        out.push_back({*host, static_cast<uint16_t>(std::stoi(port_text))});
+    }
+  }
+
+  // domains = ["example.com", "example.org"]: lower-cased, without '@'.
+  void domain_list(const toml::node& node, std::string_view path, std::vector<std::string>& out) {
+    const toml::array* array = node.as_array();
+    if (!array || array->empty()) {
+      error(node, path, "expected a non-empty array of domain names");
+      return;
+    }
+    for (size_t i = 0; i < array->size(); ++i) {
+      const toml::node& element = (*array)[i];
+      const std::string element_path = std::string(path) + "[" + std::to_string(i) + "]";
+      auto text = nonempty_string(element, element_path);
+      if (!text) continue;
+      std::string domain = *text;
+      for (char& c : domain) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (!is_hostname(domain)) {
+        error(element, element_path, quote(*text) + " is not a domain name");
+        continue;
+      }
+      out.push_back(domain);
+    }
+  }
+
   void upstream(const toml::table& table, std::string_view base, UpstreamConfig& out) {
+    bool has_host = false, has_port = false;
     for (auto&& [key, node] : table) {
       std::string path = join(base, key.str());
       if (key == "name") {
         if (auto s = nonempty_string(node, path)) out.name = *s;
       } else if (key == "host") {
         if (auto s = nonempty_string(node, path)) {
-          std::string host = *s;
-          bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
-          if (bracketed) host = host.substr(1, host.size() - 2);  // "[::1]" means "::1"
-          bool looks_ipv4 = !bracketed && host.find_first_not_of("0123456789.") == std::string::npos;
-          if (looks_ipv4 && !is_ipv4(host)) {
-            error(node, path, quote(host) + " is not a valid IPv4 address");
-          } else if (bracketed ? is_ipv6(host) : (is_ipv4(host) || is_ipv6(host) || is_hostname(host))) {
-            out.host = host;
-          } else {
-            error(node, path, quote(*s) + " is not a valid hostname or IP address");
-          }
+          if (auto host = upstream_host(node, path, *s)) out.host = *host;
         }
+        has_host = true;
       } else if (key == "port") {
         if (auto p = port(node, path)) out.port = *p;
+        has_port = true;
       } else if (key == "tls") {
         if (auto t = tls(node, path)) out.tls = *t;
       } else if (key == "folder") {
@@ -491,6 +548,16 @@ class Loader {
         if (auto d = duration(node, path)) out.connect_timeout = *d;
       } else if (key == "command_timeout") {
         if (auto d = duration(node, path)) out.command_timeout = *d;
+      } else if (key == "hosts") {
+        host_list(node, path, out.hosts);
+      } else if (key == "domains") {
+        domain_list(node, path, out.domains);
+      } else if (key == "username") {
+        if (auto s = string(node, path)) {
+          if (*s == "full") out.username = UpstreamConfig::Username::kFull;
+          else if (*s == "local") out.username = UpstreamConfig::Username::kLocal;
+          else error(node, path, "must be one of full, local (got " + quote(*s) + ")");
+        }
       } else if (key == "verify") {
         if (auto b = boolean(node, path)) out.verify = *b;
       } else if (key == "ca_file") {
@@ -499,6 +566,12 @@ class Loader {
         unknown_key(key, path);
       }
     }
+    if (!out.hosts.empty() && (has_host || has_port)) {
+      error(table, join(base, "hosts"), "give either hosts or host and port, not both");
+    }
+    if (out.hosts.empty()) out.hosts.push_back({out.host, out.port});
+    out.host = out.hosts.front().host;
+    out.port = out.hosts.front().port;
   }
 
   void tls_section(const toml::table& table, TlsConfig& out) {
@@ -530,8 +603,52 @@ class Loader {
       if (key == "on_delete") {
         if (auto s = string(node, path)) {
           if (*s == "hide") out.on_delete = DeletePolicy::kHide;
-          else error(node, path, "must be \"hide\" (got " + quote(*s) + ")");
+          else if (*s == "seen") out.on_delete = DeletePolicy::kSeen;
+          else if (*s == "move") out.on_delete = DeletePolicy::kMove;
+          else if (*s == "expunge") out.on_delete = DeletePolicy::kExpunge;
+          else error(node, path, "must be one of hide, seen, move, expunge (got " + quote(*s) + ")");
         }
+      } else if (key == "move_to") {
+        if (auto s = nonempty_string(node, path)) out.move_to = *s;
+      } else if (key == "retention_days") {
+        if (auto i = integer_in(node, path, 0, 36500)) out.retention_days = static_cast<unsigned>(*i);
+      } else if (key == "retention_action") {
+        if (auto s = string(node, path)) {
+          if (*s == "move") out.retention_action = RetentionAction::kMove;
+          else if (*s == "expunge") out.retention_action = RetentionAction::kExpunge;
+          else error(node, path, "must be one of move, expunge (got " + quote(*s) + ")");
+        }
+      } else if (key == "mark_seen_on_retr") {
+        if (auto b = boolean(node, path)) out.mark_seen_on_retr = *b;
+      } else if (key == "visible") {
+        if (auto s = string(node, path)) {
+          if (*s == "all") out.visible = Visible::kAll;
+          else if (*s == "unseen") out.visible = Visible::kUnseen;
+          else error(node, path, "must be one of all, unseen (got " + quote(*s) + ")");
+        }
+      } else if (key == "max_messages") {
+        if (auto i = integer_in(node, path, 0, 10000000)) out.max_messages = static_cast<unsigned>(*i);
+      } else if (key == "folder_separator") {
+        if (auto s = string(node, path)) {
+          if (s->size() > 1 || (s->size() == 1 && ((*s)[0] == '@' || (*s)[0] == ' ')))
+            error(node, path, "must be one character other than '@' and space, or \"\" (off)");
+          else
+            out.folder_separator = *s;
+        }
+      } else if (key == "uidl_format") {
+        if (auto s = nonempty_string(node, path)) {
+          std::string why;
+          if (auto format = UidlFormat::parse(*s, why)) {
+            out.uidl_format_spec = *s;
+            out.uidl_format = *format;
+          } else {
+            error(node, path, why);
+          }
+        }
+      } else if (key == "lock") {
+        if (auto b = boolean(node, path)) out.lock = *b;
+      } else if (key == "enable_last") {
+        if (auto b = boolean(node, path)) out.enable_last = *b;
       } else if (key == "hide_keyword") {
         if (auto s = nonempty_string(node, path)) {
           if (s->front() == '\\') {
@@ -625,14 +742,24 @@ class Loader {
     });
 
     std::map<std::string, std::string> seen_names;
+    std::map<std::string, std::string> seen_domains;
+    std::string default_upstream;
     table_array(root, "upstream", [&](const toml::table& table, const std::string& path) {
       UpstreamConfig upstream_config;
       size_t before = errors_.size();
       upstream(table, path, upstream_config);
       config.upstreams.push_back(upstream_config);
-      if (config.upstreams.size() == 2)
-        error(table, path, "only one [[upstream]] is supported for now");
       if (errors_.size() != before) return;
+      if (upstream_config.domains.empty()) {
+        if (!default_upstream.empty())
+          error(table, path, "only one [[upstream]] may leave out domains (" + default_upstream +
+                                 " already takes every other domain)");
+        default_upstream = path;
+      }
+      for (const std::string& domain : upstream_config.domains) {
+        auto [other, fresh] = seen_domains.emplace(domain, path);
+        if (!fresh) error(*table.get("domains"), path + ".domains", quote(domain) + " is already routed by " + other->second);
+      }
       auto [it, inserted] = seen_names.emplace(upstream_config.name, path + ".name");
       if (!inserted) {
         const toml::node* name = table.get("name");

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "config/uidl_format.h"
 
 struct sockaddr;
 
@@ -19,7 +20,10 @@ using Duration = std::chrono::milliseconds;
 
 enum class TlsMode { kNone, kStartTls, kImplicit };
 
-enum class DeletePolicy { kHide };
+// What QUIT does to the messages a client deleted (and retention to old hidden ones).
+enum class DeletePolicy { kHide, kSeen, kMove, kExpunge };
+enum class RetentionAction { kMove, kExpunge };
+enum class Visible { kAll, kUnseen };
 
 struct ServerConfig {
   Duration idle_timeout = std::chrono::minutes(10);  // RFC 1939: at least 10 minutes
@@ -70,10 +74,23 @@ struct MetricsConfig {
   uint16_t port = 0;
 };
 
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+};
+
 struct UpstreamConfig {
   std::string name = "main";
   std::string host = "127.0.0.1";
   uint16_t port = 143;
+  // Where to connect, tried in order: `hosts`, or else host and port.
+  std::vector<HostPort> hosts;
+  // Users whose domain (after the last '@') is listed here use this
+  // upstream; the one upstream without domains takes everyone else.
+  std::vector<std::string> domains;
+  // The IMAP login: the name as the client typed it ("full") or without its
+  // "@domain" ("local").
+  enum class Username { kFull, kLocal } username = Username::kFull;
   TlsMode tls = TlsMode::kNone;
   std::string folder = "INBOX";
   Duration connect_timeout = std::chrono::seconds(10);
@@ -87,6 +104,17 @@ struct UpstreamConfig {
 struct MailboxConfig {
   DeletePolicy on_delete = DeletePolicy::kHide;
   std::string hide_keyword = "$POP3Deleted";
+  std::string move_to = "Trash";                  // for on_delete / retention_action "move"
+  unsigned retention_days = 0;                    // 0: hidden messages stay forever
+  RetentionAction retention_action = RetentionAction::kMove;
+  bool mark_seen_on_retr = false;                 // \Seen on what RETR sent whole, at QUIT
+  Visible visible = Visible::kAll;
+  unsigned max_messages = 0;                      // 0: no limit; else the oldest N
+  std::string folder_separator;                   // "#": "alice#Archive" opens Archive; "": off
+  std::string uidl_format_spec = "dovecot";
+  UidlFormat uidl_format = UidlFormat::dovecot();
+  bool lock = true;                               // one POP3 session per mailbox ([IN-USE])
+  bool enable_last = true;                        // RFC 1460 LAST
 };
 
 struct Config {

@@ -129,6 +129,10 @@ void ClientConnection::begin() {
   options.peer = client_;
   options.metrics = &context_.metrics;
   options.plaintext_auth_allowed = config.server.allow_plaintext_auth || is_loopback(address_);
+  options.uidl_format = config.mailbox.uidl_format;
+  options.enable_last = config.mailbox.enable_last;
+  options.lock = config.mailbox.lock;
+  if (config.mailbox.retention_days != 0) options.expire = std::to_string(config.mailbox.retention_days);
   if (runtime_->tls) {
     options.starttls_available = listener_->tls == TlsMode::kStartTls;
     if (listener_->tls == TlsMode::kImplicit) {

@@ -197,7 +197,7 @@ void Pop3Session::cmd_capa(const pop3::Command&, std::string_view) {
     if (options_.starttls_available && !options_.tls_active) capa += "STLS\r\n";
     if (options_.tls_active || options_.plaintext_auth_allowed) capa += "USER\r\nSASL PLAIN\r\n";
   }
-  capa += "EXPIRE NEVER\r\nIMPLEMENTATION " + options_.implementation + "\r\n.\r\n";
+  capa += "EXPIRE " + options_.expire + "\r\nIMPLEMENTATION " + options_.implementation + "\r\n.\r\n";
   out_ += capa;
 }
 
@@ -290,8 +290,8 @@ void Pop3Session::on_login(Status status, std::unique_ptr<Mailbox> mailbox, Snap
     const bool credentials_refused = status.error == UpstreamError::kAuthFailed;
     return finish(!credentials_refused, [this, status] { reply_error(status); });
   }
-  auto lock = locks_.acquire(mailbox->key());
-  if (!lock) {
+  auto lock = options_.lock ? locks_.acquire(mailbox->key()) : MailboxLocks::Lock();
+  if (options_.lock && !lock) {
     log::info("pop3 ", options_.peer, ": mailbox of ", stats_.user, " in use");
     if (options_.metrics) options_.metrics->login(LoginOutcome::kInUse);
     mailbox.reset();  // log out upstream now, not after the reply
@@ -366,12 +366,10 @@ void Pop3Session::cmd_list(const pop3::Command& command, std::string_view) {
           " octets)\r\n" + lines + ".\r\n";
 }
 
-// Dovecot's default pop3_uidl_format, %08Xu%08Xv, so clients moving from
+// By default Dovecot's pop3_uidl_format, %08Xu%08Xv, so clients moving from
 // Dovecot's POP3 keep their "already downloaded" lists.
 std::string Pop3Session::uidl_of(uint32_t index) const {
-  char text[17];
-  snprintf(text, sizeof text, "%08X%08X", snapshot_.messages[index].uid, snapshot_.uidvalidity);
-  return text;
+  return options_.uidl_format.format(snapshot_.messages[index].uid, snapshot_.uidvalidity);
 }
 
 void Pop3Session::cmd_uidl(const pop3::Command& command, std::string_view) {
@@ -423,6 +421,7 @@ void Pop3Session::cmd_rset(const pop3::Command&, std::string_view) {
 void Pop3Session::cmd_noop(const pop3::Command&, std::string_view) { reply("+OK"); }
 
 void Pop3Session::cmd_last(const pop3::Command&, std::string_view) {
+  if (!options_.enable_last) return reply("-ERR LAST command not enabled.");
   reply("+OK " + std::to_string(last_));
 }
 

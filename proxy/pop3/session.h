@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "config/uidl_format.h"
 #include "proxy/mailbox_locks.h"
 #include "proxy/metrics.h"
 #include "proxy/pop3/parser.h"
@@ -56,6 +57,10 @@ struct SessionOptions {
   bool starttls_available = false;       // the listener offers STLS
   bool plaintext_auth_allowed = false;   // USER/PASS/AUTH without TLS (loopback or by config)
   Metrics* metrics = nullptr;            // optional
+  UidlFormat uidl_format = UidlFormat::dovecot();
+  bool enable_last = true;
+  bool lock = true;                      // one session per mailbox: -ERR [IN-USE]
+  std::string expire = "NEVER";          // CAPA EXPIRE (RFC 2449): "NEVER" or days
 };
 
 class Pop3Session {

@@ -123,6 +123,84 @@ TEST(ConfigLimits, Errors) {
                           "popbridge.toml:3:16: server.send_timeout: must be greater than zero"));
 }
 
+TEST(ConfigMailbox, PoliciesAndViews) {
+  Config d = config_of(kMinimal);
+  EXPECT_EQ(d.mailbox.on_delete, DeletePolicy::kHide);
+  EXPECT_EQ(d.mailbox.move_to, "Trash");
+  EXPECT_EQ(d.mailbox.retention_days, 0u);
+  EXPECT_EQ(d.mailbox.retention_action, RetentionAction::kMove);
+  EXPECT_FALSE(d.mailbox.mark_seen_on_retr);
+  EXPECT_EQ(d.mailbox.visible, Visible::kAll);
+  EXPECT_EQ(d.mailbox.max_messages, 0u);
+  EXPECT_EQ(d.mailbox.folder_separator, "");
+  EXPECT_TRUE(d.mailbox.lock);
+  EXPECT_TRUE(d.mailbox.enable_last);
+  EXPECT_EQ(d.mailbox.uidl_format.format(0x1F, 0x5F00AB12), "0000001F5F00AB12");
+  ASSERT_EQ(d.upstreams[0].hosts.size(), 1u);
+  EXPECT_EQ(d.upstreams[0].hosts[0].host, "127.0.0.1");
+  EXPECT_EQ(d.upstreams[0].hosts[0].port, 143);
+
+  Config c = config_of(std::string(kMinimal) +
+                       "[mailbox]\non_delete = \"move\"\nmove_to = \"Deleted Items\"\nretention_days = 30\n"
+                       "retention_action = \"expunge\"\nmark_seen_on_retr = true\nvisible = \"unseen\"\n"
+                       "max_messages = 250\nfolder_separator = \"#\"\nuidl_format = \"courier\"\n"
+                       "lock = false\nenable_last = false\n");
+  EXPECT_EQ(c.mailbox.on_delete, DeletePolicy::kMove);
+  EXPECT_EQ(c.mailbox.move_to, "Deleted Items");
+  EXPECT_EQ(c.mailbox.retention_days, 30u);
+  EXPECT_EQ(c.mailbox.retention_action, RetentionAction::kExpunge);
+  EXPECT_TRUE(c.mailbox.mark_seen_on_retr);
+  EXPECT_EQ(c.mailbox.visible, Visible::kUnseen);
+  EXPECT_EQ(c.mailbox.max_messages, 250u);
+  EXPECT_EQ(c.mailbox.folder_separator, "#");
+  EXPECT_EQ(c.mailbox.uidl_format.format(7, 1700000000), "1700000000-7");
+  EXPECT_FALSE(c.mailbox.lock);
+  EXPECT_FALSE(c.mailbox.enable_last);
+}
+
+TEST(ConfigMailbox, UidlFormats) {
+  std::string error;
+  EXPECT_EQ(UidlFormat::parse("cyrus", error)->format(7, 12), "12.7");
+  EXPECT_EQ(UidlFormat::parse("uw", error)->format(7, 12), "0000000C00000007");
+  EXPECT_EQ(UidlFormat::parse("{uid:x}-{uidvalidity:010d}", error)->format(255, 12), "ff-0000000012");
+  EXPECT_EQ(UidlFormat::parse("u{uid}", error)->format(4294967295u, 1), "u4294967295");
+  EXPECT_FALSE(UidlFormat::parse("{uidvalidity}", error));
+  EXPECT_NE(error.find("needs {uid}"), std::string::npos);
+  EXPECT_FALSE(UidlFormat::parse("{uid} {uidvalidity}", error));
+  EXPECT_FALSE(UidlFormat::parse("{uid:8X}", error));
+  EXPECT_NE(error.find("{uid:08X}"), std::string::npos);
+  EXPECT_FALSE(UidlFormat::parse("{uid}{bogus}", error));
+  EXPECT_FALSE(UidlFormat::parse("{uid:070d}{uidvalidity}", error));
+  EXPECT_NE(error.find("70"), std::string::npos);
+  EXPECT_FALSE(UidlFormat::parse("{uid", error));
+}
+
+TEST(ConfigRouting, SeveralUpstreamsByDomain) {
+  Config c = config_of(
+      "[[listener]]\naddress = \"127.0.0.1:1110\"\n"
+      "[[upstream]]\nname = \"corp\"\ndomains = [\"Example.COM\", \"example.org\"]\nusername = \"local\"\n"
+      "hosts = [\"imap1.example.com:993\", \"[2001:db8::1]:993\"]\ntls = \"none\"\n"
+      "[[upstream]]\nname = \"default\"\n");
+  ASSERT_EQ(c.upstreams.size(), 2u);
+  EXPECT_EQ(c.upstreams[0].domains, (std::vector<std::string>{"example.com", "example.org"}));
+  EXPECT_EQ(c.upstreams[0].username, UpstreamConfig::Username::kLocal);
+  ASSERT_EQ(c.upstreams[0].hosts.size(), 2u);
+  EXPECT_EQ(c.upstreams[0].hosts[1].host, "2001:db8::1");
+  EXPECT_EQ(c.upstreams[0].hosts[1].port, 993);
+  EXPECT_EQ(c.upstreams[0].host, "imap1.example.com");
+  EXPECT_EQ(c.upstreams[1].username, UpstreamConfig::Username::kFull);
+}
+
+TEST(ConfigRouting, Errors) {
+  EXPECT_THAT(errors_of("[[listener]]\naddress = \"127.0.0.1:1110\"\n"
+                        "[[upstream]]\nname = \"a\"\ndomains = [\"x.com\"]\nhost = \"h\"\nhosts = [\"h:1\"]\n"
+                        "[[upstream]]\nname = \"b\"\ndomains = [\"x.com\"]\nhosts = [\"h\", \"bad host:1\"]\n"),
+              ElementsAre("popbridge.toml:3:1: upstream[0].hosts: give either hosts or host and port, not both",
+                          "popbridge.toml:11:10: upstream[1].hosts[0]: expected \"host:port\" with a port 1-65535, "
+                          "e.g. \"imap.example.com:993\"",
+                          "popbridge.toml:11:15: upstream[1].hosts[1]: \"bad host\" is not a valid hostname or IP address"));
+}
+
 // ---------------------------------------------------------------------------
 // Valid files
 
@@ -334,7 +412,8 @@ TEST(ConfigErrors, EmptyOrWronglyShapedArrays) {
 
 TEST(ConfigErrors, MoreThanOneUpstream) {
   EXPECT_THAT(errors_of(std::string(kMinimal) + "\n[[upstream]]\nname = \"b\"\n"),
-              ElementsAre("popbridge.toml:6:1: upstream[1]: only one [[upstream]] is supported for now"));
+              ElementsAre("popbridge.toml:6:1: upstream[1]: only one [[upstream]] may leave out domains "
+                          "(upstream[0] already takes every other domain)"));
 }
 
 TEST(ConfigErrors, UnknownKeysAtEveryLevel) {
@@ -410,13 +489,13 @@ tls = "ssl"
 [[upstream]]
 tls = "STARTTLS"
 [mailbox]
-on_delete = "expunge"
+on_delete = "purge"
 )");
   EXPECT_THAT(errors,
               ElementsAre("popbridge.toml:2:13: server.log_level: must be one of debug, info, warn, error (got \"verbose\")",
                           "popbridge.toml:5:7: listener[0].tls: must be one of none, starttls, implicit (got \"ssl\")",
                           "popbridge.toml:7:7: upstream[0].tls: must be one of none, starttls, implicit (got \"STARTTLS\")",
-                          "popbridge.toml:9:13: mailbox.on_delete: must be \"hide\" (got \"expunge\")"));
+                          "popbridge.toml:9:13: mailbox.on_delete: must be one of hide, seen, move, expunge (got \"purge\")"));
 }
 
 TEST(ConfigErrors, UpstreamThreadsRange) {

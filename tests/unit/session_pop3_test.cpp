@@ -51,6 +51,7 @@ class SessionTest : public testing::Test {
     SessionOptions options;
     options.chunk_size = 7;  // many chunks per message: exercises resumption
     options.plaintext_auth_allowed = plaintext_auth_allowed;
+    if (tweak) tweak(options);
     options.starttls_available = starttls_available;
     auto made = std::make_unique<Pop3Session>(target, backend, locks, options);
     made->start();
@@ -72,6 +73,7 @@ class SessionTest : public testing::Test {
 
   bool plaintext_auth_allowed = true;
   bool starttls_available = false;
+  std::function<void(SessionOptions&)> tweak;
   MemoryBackend backend;
   MailboxLocks locks;
   FakeIo io;
@@ -354,6 +356,24 @@ TEST_F(StlsTest, PlaintextBehindStlsIsDiscarded) {
 TEST_F(SessionTest, StlsWhereNotOffered) {
   EXPECT_EQ(exchange("STLS\r\n"), "-ERR STLS is not available on this port.\r\n");
   EXPECT_FALSE(io.tls_started);
+}
+
+TEST_F(SessionTest, MailboxOptions) {
+  tweak = [](SessionOptions& options) {
+    std::string error;
+    options.uidl_format = *UidlFormat::parse("courier", error);
+    options.enable_last = false;
+    options.lock = false;
+    options.expire = "30";
+  };
+  session = make_session(io);
+  EXPECT_NE(exchange("CAPA\r\n").find("EXPIRE 30\r\n"), std::string::npos);
+  login();
+  EXPECT_EQ(exchange("UIDL 1\r\n"), "+OK 1 1593879314-4\r\n");
+  EXPECT_EQ(exchange("LAST\r\n"), "-ERR LAST command not enabled.\r\n");
+  FakeIo io2;
+  auto second = make_session(io2);
+  EXPECT_EQ(exchange("USER alice\r\nPASS secret\r\n", second.get(), &io2), "+OK\r\n+OK Logged in.\r\n");
 }
 
 TEST(SaslTest, Base64RoundTripAndStrictness) {

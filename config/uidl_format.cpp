@@ -8,10 +8,12 @@ namespace {
 constexpr size_t kMaxUidl = 70;  // RFC 1939 section 7
 
 std::string_view named(std::string_view spec) {
-  if (spec == "dovecot") return "{uid:08X}{uidvalidity:08X}";  // Dovecot's %08Xu%08Xv
+  // Dovecot's %X expands to lower-case hex: its default %08Xu%08Xv sends
+  // "0000002a5f00ab12", and clients compare UIDLs byte for byte.
+  if (spec == "dovecot") return "{uid:08x}{uidvalidity:08x}";  // Dovecot's %08Xu%08Xv
   if (spec == "courier") return "{uidvalidity}-{uid}";         // %v-%u
   if (spec == "cyrus") return "{uidvalidity}.{uid}";           // %v.%u
-  if (spec == "uw") return "{uidvalidity:08X}{uid:08X}";       // %08Xv%08Xu
+  if (spec == "uw") return "{uidvalidity:08x}{uid:08x}";       // %08Xv%08Xu, as Dovecot sends it
   return spec;
 }
 

@@ -135,7 +135,7 @@ TEST(ConfigMailbox, PoliciesAndViews) {
   EXPECT_EQ(d.mailbox.folder_separator, "");
   EXPECT_TRUE(d.mailbox.lock);
   EXPECT_TRUE(d.mailbox.enable_last);
-  EXPECT_EQ(d.mailbox.uidl_format.format(0x1F, 0x5F00AB12), "0000001F5F00AB12");
+  EXPECT_EQ(d.mailbox.uidl_format.format(0x1F, 0x5F00AB12), "0000001f5f00ab12");
   ASSERT_EQ(d.upstreams[0].hosts.size(), 1u);
   EXPECT_EQ(d.upstreams[0].hosts[0].host, "127.0.0.1");
   EXPECT_EQ(d.upstreams[0].hosts[0].port, 143);
@@ -161,7 +161,8 @@ TEST(ConfigMailbox, PoliciesAndViews) {
 TEST(ConfigMailbox, UidlFormats) {
   std::string error;
   EXPECT_EQ(UidlFormat::parse("cyrus", error)->format(7, 12), "12.7");
-  EXPECT_EQ(UidlFormat::parse("uw", error)->format(7, 12), "0000000C00000007");
+  EXPECT_EQ(UidlFormat::parse("uw", error)->format(7, 12), "0000000c00000007");
+  EXPECT_EQ(UidlFormat::parse("{uid:08X}", error)->format(171, 12), "000000AB");
   EXPECT_EQ(UidlFormat::parse("{uid:x}-{uidvalidity:010d}", error)->format(255, 12), "ff-0000000012");
   EXPECT_EQ(UidlFormat::parse("u{uid}", error)->format(4294967295u, 1), "u4294967295");
   EXPECT_FALSE(UidlFormat::parse("{uidvalidity}", error));

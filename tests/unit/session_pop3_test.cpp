@@ -135,8 +135,8 @@ TEST_F(SessionTest, StatListUidl) {
                                       size2 + "\r\n3 " + size3 + "\r\n.\r\n");
   EXPECT_EQ(exchange("LIST 2\r\n"), "+OK 2 " + size2 + "\r\n");
   EXPECT_EQ(exchange("UIDL\r\n"),
-            "+OK\r\n1 000000045F00AB12\r\n2 000000075F00AB12\r\n3 0000000C5F00AB12\r\n.\r\n");
-  EXPECT_EQ(exchange("UIDL 3\r\n"), "+OK 3 0000000C5F00AB12\r\n");
+            "+OK\r\n1 000000045f00ab12\r\n2 000000075f00ab12\r\n3 0000000c5f00ab12\r\n.\r\n");
+  EXPECT_EQ(exchange("UIDL 3\r\n"), "+OK 3 0000000c5f00ab12\r\n");
 }
 
 TEST_F(SessionTest, BadMessageNumbers) {

@@ -417,12 +417,13 @@ class Popbridge:
     def __init__(self, upstream_port, idle_timeout="10m", log_level="debug",
                  upstream_host="127.0.0.1", folder="INBOX",
                  connect_timeout="5s", command_timeout="30s",
-                 hide_keyword=HIDE_KEYWORD, auth_failure_delay="0s", extra=""):
+                 hide_keyword=HIDE_KEYWORD, auth_failure_delay="0s", port=None,
+                 extra=""):
         self.bin = popbridge_bin()
         if not self.bin:
             raise unittest.SkipTest("POPBRIDGE_BIN is not set and no build*/proxy/popbridge exists")
         self.dir = make_tempdir("popbridge-proxy-")
-        self.port = free_port()
+        self.port = port or free_port()
         self.config_path = os.path.join(self.dir, "popbridge.toml")
         self.log_path = os.path.join(self.dir, "popbridge.log")
         self.proc = None
@@ -430,7 +431,7 @@ class Popbridge:
             "[server]\n"
             "idle_timeout = %s\n"
             "log_level = %s\n"
-            "auth_failure_delay = %s\n"
+            "%s"
             "\n[[listener]]\n"
             "address = %s\n"
             'tls = "none"\n'
@@ -446,7 +447,9 @@ class Popbridge:
             'on_delete = "hide"\n'
             "hide_keyword = %s\n"
             "%s"
-        ) % (toml_str(idle_timeout), toml_str(log_level), toml_str(auth_failure_delay),
+        ) % (toml_str(idle_timeout), toml_str(log_level),
+             "" if auth_failure_delay is None
+             else "auth_failure_delay = %s\n" % toml_str(auth_failure_delay),
              toml_str("127.0.0.1:%d" % self.port), toml_str(upstream_host),
              upstream_port, toml_str(folder), toml_str(connect_timeout),
              toml_str(command_timeout), toml_str(hide_keyword), extra)

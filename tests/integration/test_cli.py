@@ -1,0 +1,122 @@
+"""The popbridge command line: --version, --help, --check-config, and a
+clean exit on SIGTERM."""
+
+import os
+import shutil
+import signal
+import subprocess
+import unittest
+
+from harness import AGAINST_DOVECOT, Popbridge, free_port, make_tempdir, main, popbridge_bin
+
+
+class CliTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        if AGAINST_DOVECOT:
+            raise unittest.SkipTest("POP3_TARGET=dovecot: tests popbridge's command line")
+        cls.bin = popbridge_bin()
+        if not cls.bin:
+            raise unittest.SkipTest("POPBRIDGE_BIN is not set")
+
+    def setUp(self):
+        self.dir = make_tempdir("popbridge-cli-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+
+    def run_bin(self, *args):
+        return subprocess.run([self.bin] + list(args), capture_output=True, text=True,
+                              timeout=30, stdin=subprocess.DEVNULL)
+
+    def write(self, name, text):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_version(self):
+        r = self.run_bin("--version")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"^popbridge \d+\.\d+")
+
+    def test_help(self):
+        r = self.run_bin("--help")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for word in ("--config", "--check-config", "--version"):
+            self.assertIn(word, r.stdout)
+
+    def test_no_arguments_is_an_error(self):
+        r = self.run_bin()
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--config", r.stderr)
+
+    def test_check_config_accepts_the_test_config(self):
+        p = Popbridge(free_port())
+        self.addCleanup(p.cleanup, False)
+        r = self.run_bin("--check-config", p.config_path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_check_config_accepts_the_documented_example(self):
+        example = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), "config", "popbridge.toml")
+        if not os.path.exists(example):
+            self.skipTest("no config/popbridge.toml")
+        r = self.run_bin("--check-config", example)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_check_config_reports_every_problem(self):
+        path = self.write("bad.toml", """\
+[server]
+log_level = "loud"
+idle_timeout = "soon"
+
+[[listener]]
+address = "127.0.0.1:1110"
+tls = "none"
+
+[[upstream]]
+name = "main"
+host = "127.0.0.1"
+port = 70000
+tls = "none"
+folder = "INBOX"
+
+[mailbox]
+on_delete = "hide"
+hide_keyword = "$POP3Deleted"
+""")
+        r = self.run_bin("--check-config", path)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        out = r.stdout + r.stderr
+        for key in ("log_level", "idle_timeout", "port"):
+            self.assertIn(key, out)
+        self.assertIn("bad.toml", out)
+
+    def test_check_config_missing_file(self):
+        r = self.run_bin("--check-config", os.path.join(self.dir, "nope.toml"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("nope.toml", r.stdout + r.stderr)
+
+    def test_check_config_syntax_error(self):
+        path = self.write("syntax.toml", "[server\nlog_level = \n")
+        r = self.run_bin("--check-config", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("syntax.toml", r.stdout + r.stderr)
+
+    def test_sigterm_exits_cleanly(self):
+        p = Popbridge(free_port()).start()
+        p.proc.send_signal(signal.SIGTERM)
+        rc = p.proc.wait(timeout=20)
+        self.assertEqual(rc, 0, p.read_log())
+        p.proc = None
+        p.cleanup()
+
+    def test_config_errors_refuse_to_start(self):
+        path = self.write("bad.toml", '[server]\nlog_level = "loud"\n')
+        r = self.run_bin("--config", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("log_level", r.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,11 @@
 // Destroying a Mailbox (on the loop thread) is safe at any time: pending
 // handlers are dropped, the running job finishes, then LOGOUT (with a short
 // timeout) and the freeing happen on a worker.
+//
+// The backend's uv_async_t keeps the loop alive until shutdown(). After
+// shutdown() no handler runs (pending logins and fetches are dropped, open
+// upstream connections are closed without LOGOUT); run the loop once more
+// so the handle's close completes. A Mailbox may outlive the backend.
 #pragma once
 
 #include <cstdint>

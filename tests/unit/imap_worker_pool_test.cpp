@@ -13,40 +13,14 @@
 #include <thread>
 #include <vector>
 
+#include "imap_test_loop.h"
+
 namespace popbridge::imap {
 namespace {
 
 using namespace std::chrono_literals;
 
-// A loop that can be run until a condition holds (or a deadline passes).
-class Loop {
- public:
-  Loop() {
-    uv_loop_init(&loop_);
-    uv_timer_init(&loop_, &tick_);
-  }
-  ~Loop() {
-    uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
-    uv_run(&loop_, UV_RUN_DEFAULT);  // finishes pending closes
-    EXPECT_EQ(uv_loop_close(&loop_), 0) << "a handle was left open";
-  }
-  uv_loop_t* get() { return &loop_; }
-
-  bool run_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 5s) {
-    auto deadline = std::chrono::steady_clock::now() + limit;
-    // The timer wakes the loop now and then so the condition is rechecked.
-    uv_timer_start(&tick_, [](uv_timer_t*) {}, 5, 5);
-    while (!done() && std::chrono::steady_clock::now() < deadline) {
-      uv_run(&loop_, UV_RUN_ONCE);
-    }
-    uv_timer_stop(&tick_);
-    return done();
-  }
-
- private:
-  uv_loop_t loop_;
-  uv_timer_t tick_;
-};
+using test_support::Loop;
 
 // A gate that worker jobs wait on, opened by the test.
 class Gate {

@@ -1,0 +1,217 @@
+// ImapBackend end to end against a fake IMAP server: handlers on the loop,
+// a Mailbox destroyed mid-fetch, failed logins, shutdown with work pending.
+#include "backends/imap/imap_backend.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <functional>
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "imap_scripted_server.h"
+#include "imap_test_loop.h"
+
+namespace popbridge {
+namespace {
+
+using namespace std::chrono_literals;
+using imap::test_support::FakeImapServer;
+using imap::test_support::Loop;
+
+class Commands {
+ public:
+  void add(const std::string& command) {
+    std::lock_guard lock(mutex_);
+    seen_.push_back(command);
+  }
+  std::vector<std::string> get() {
+    std::lock_guard lock(mutex_);
+    return seen_;
+  }
+  bool saw(const std::string& command) {
+    auto seen = get();
+    return std::find(seen.begin(), seen.end(), command) != seen.end();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::string> seen_;
+};
+
+// A mailbox with two messages: UID 3 (hello world, seen) and UID 8.
+FakeImapServer::Answer two_messages(Commands* commands,
+                                    std::chrono::milliseconds fetch_delay = 0ms) {
+  return [commands, fetch_delay](const std::string&, const std::string& command) -> std::string {
+    commands->add(command);
+    if (command.rfind("LOGIN ", 0) == 0) {
+      return command == "LOGIN Alice secret" ? "$TAG OK welcome\r\n"
+                                             : "$TAG NO [AUTHENTICATIONFAILED] no\r\n";
+    }
+    if (command == "SELECT INBOX") {
+      return "* 2 EXISTS\r\n* OK [UIDVALIDITY 99] x\r\n$TAG OK [READ-WRITE] done\r\n";
+    }
+    if (command == "FETCH 1:* (UID RFC822.SIZE FLAGS)") {
+      return "* 1 FETCH (UID 3 RFC822.SIZE 11 FLAGS (\\Seen))\r\n"
+             "* 2 FETCH (UID 8 RFC822.SIZE 5 FLAGS ())\r\n$TAG OK done\r\n";
+    }
+    if (command == "UID FETCH 3 BODY.PEEK[]<0.6>") {
+      std::this_thread::sleep_for(fetch_delay);
+      return "* 1 FETCH (UID 3 BODY[]<0> {6}\r\nhello )\r\n$TAG OK done\r\n";
+    }
+    if (command == "UID FETCH 3 BODY.PEEK[]<6.6>") {
+      return "* 1 FETCH (UID 3 BODY[]<6> {5}\r\nworld)\r\n$TAG OK done\r\n";
+    }
+    if (command == "UID STORE 3,8 +FLAGS.SILENT ($POP3Deleted)") return "$TAG OK done\r\n";
+    if (command == "LOGOUT") return "";  // the fake answers it
+    return "$TAG BAD unexpected\r\n";
+  };
+}
+
+UpstreamConfig upstream_for(uint16_t port) {
+  UpstreamConfig upstream;
+  upstream.name = "main";
+  upstream.host = "127.0.0.1";
+  upstream.port = port;
+  upstream.connect_timeout = 1s;
+  upstream.command_timeout = 2s;
+  return upstream;
+}
+
+TEST(ImapBackend, LogsInFetchesInChunksAndCommits) {
+  Commands commands;
+  FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n", two_messages(&commands));
+  Loop loop;
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 2);
+  const auto loop_thread = std::this_thread::get_id();
+
+  std::unique_ptr<Mailbox> mailbox;
+  Snapshot snapshot;
+  bool logged_in = false;
+  backend.login({"Alice", "secret"}, [&](Status status, std::unique_ptr<Mailbox> m, Snapshot s) {
+    EXPECT_EQ(std::this_thread::get_id(), loop_thread);
+    EXPECT_TRUE(status.ok()) << status.detail;
+    mailbox = std::move(m);
+    snapshot = std::move(s);
+    logged_in = true;
+  });
+  ASSERT_TRUE(loop.run_until([&] { return logged_in; }));
+  ASSERT_NE(mailbox, nullptr);
+  EXPECT_EQ(mailbox->key(), "main\nalice\nINBOX");
+  EXPECT_EQ(snapshot.uidvalidity, 99u);
+  ASSERT_EQ(snapshot.messages.size(), 2u);
+  EXPECT_TRUE(snapshot.messages[0].seen);
+
+  std::string body;
+  int chunks = 0;
+  std::function<void()> next = [&] {
+    mailbox->fetch(3, body.size(), 6, [&](Status status, std::string data) {
+      ASSERT_TRUE(status.ok()) << status.detail;
+      ++chunks;
+      body += data;
+      if (data.size() == 6) next();
+    });
+  };
+  next();
+  ASSERT_TRUE(loop.run_until([&] { return chunks == 2; }));
+  EXPECT_EQ(body, "hello world");
+
+  bool committed = false;
+  mailbox->commit({8, 3}, [&](Status status) {
+    EXPECT_TRUE(status.ok()) << status.detail;
+    committed = true;
+  });
+  ASSERT_TRUE(loop.run_until([&] { return committed; }));
+  bool empty_commit = false;
+  mailbox->commit({}, [&](Status status) { empty_commit = status.ok(); });
+  ASSERT_TRUE(loop.run_until([&] { return empty_commit; }));
+
+  mailbox.reset();  // LOGOUT on a worker
+  ASSERT_TRUE(loop.run_until([&] { return commands.saw("LOGOUT"); }));
+  backend.shutdown();
+  loop.run_until([] { return false; }, 20ms);
+}
+
+TEST(ImapBackend, MailboxDestroyedWhileFetchingGetsNoHandlerAndLogsOut) {
+  Commands commands;
+  FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n", two_messages(&commands, 200ms));
+  Loop loop;
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  std::unique_ptr<Mailbox> mailbox;
+  backend.login({"Alice", "secret"}, [&](Status, std::unique_ptr<Mailbox> m, Snapshot) {
+    mailbox = std::move(m);
+  });
+  ASSERT_TRUE(loop.run_until([&] { return mailbox != nullptr; }));
+  bool handler_ran = false;
+  mailbox->fetch(3, 0, 6, [&](Status, std::string) { handler_ran = true; });   // runs
+  mailbox->fetch(3, 6, 6, [&](Status, std::string) { handler_ran = true; });   // queued
+  mailbox->commit({3}, [&](Status) { handler_ran = true; });                   // queued
+  while (!commands.saw("UID FETCH 3 BODY.PEEK[]<0.6>")) std::this_thread::sleep_for(1ms);
+  mailbox.reset();
+  ASSERT_TRUE(loop.run_until([&] { return commands.saw("LOGOUT"); }));
+  loop.run_until([] { return false; }, 50ms);
+  EXPECT_FALSE(handler_ran);
+  // Nothing queued behind the destroyed mailbox was sent.
+  EXPECT_FALSE(commands.saw("UID FETCH 3 BODY.PEEK[]<6.6>"));
+  EXPECT_FALSE(commands.saw("UID STORE 3 +FLAGS.SILENT ($POP3Deleted)"));
+  backend.shutdown();
+  loop.run_until([] { return false; }, 20ms);
+}
+
+TEST(ImapBackend, WrongPasswordFailsTheLogin) {
+  Commands commands;
+  FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n", two_messages(&commands));
+  Loop loop;
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  bool done = false;
+  backend.login({"Alice", "wrong"}, [&](Status status, std::unique_ptr<Mailbox> m, Snapshot) {
+    EXPECT_EQ(status.error, UpstreamError::kAuthFailed);
+    EXPECT_EQ(status.detail.find("wrong"), std::string::npos);
+    EXPECT_EQ(m, nullptr);
+    done = true;
+  });
+  ASSERT_TRUE(loop.run_until([&] { return done; }));
+  backend.shutdown();
+  loop.run_until([] { return false; }, 20ms);
+  EXPECT_TRUE(commands.saw("LOGOUT"));
+}
+
+TEST(ImapBackend, UnreachableUpstreamIsUnavailable) {
+  Loop loop;
+  ImapBackend backend(loop.get(), upstream_for(1), MailboxConfig{}, 1);  // port 1: refused
+  bool done = false;
+  backend.login({"alice", "x"}, [&](Status status, std::unique_ptr<Mailbox>, Snapshot) {
+    EXPECT_EQ(status.error, UpstreamError::kUnavailable);
+    done = true;
+  });
+  ASSERT_TRUE(loop.run_until([&] { return done; }));
+  backend.shutdown();
+  loop.run_until([] { return false; }, 20ms);
+}
+
+TEST(ImapBackend, ShutdownWithALoginInFlightCallsNothing) {
+  Commands commands;
+  FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n",
+                        [&](auto&, const std::string& command) {
+                          commands.add(command);
+                          return std::string("<stall>");
+                        });
+  Loop loop;
+  auto backend =
+      std::make_unique<ImapBackend>(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  bool called = false;
+  backend->login({"alice", "x"}, [&](Status, std::unique_ptr<Mailbox>, Snapshot) { called = true; });
+  backend->login({"bob", "y"}, [&](Status, std::unique_ptr<Mailbox>, Snapshot) { called = true; });
+  while (commands.get().empty()) std::this_thread::sleep_for(1ms);
+  backend->shutdown();  // waits for the running login (its LOGIN times out)
+  backend.reset();
+  loop.run_until([] { return false; }, 20ms);
+  EXPECT_FALSE(called);
+}
+
+}  // namespace
+}  // namespace popbridge

@@ -6,10 +6,10 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 
 #include <libetpan/libetpan.h>
 
+#include "backends/imap/fetch_results.h"
 #include "backends/imap/uid_set.h"
 #include "backends/imap/upstream_stream.h"
 #include "common/log.h"
@@ -272,34 +272,6 @@ Status ImapSession::authenticate_plain(const Credentials& credentials) {
   return status;
 }
 
-namespace {
-
-struct Seen {
-  uint32_t uid = 0;
-  uint32_t size = 0;
-  bool has_size = false;
-  bool seen = false;
-  bool hidden = false;
-};
-
-void read_flags(const mailimap_msg_att_dynamic* dynamic, const std::string& hide_keyword,
-                Seen* entry) {
-  if (dynamic == nullptr || dynamic->att_list == nullptr) return;
-  for (clistiter* it = clist_begin(dynamic->att_list); it != nullptr; it = clist_next(it)) {
-    auto* fetched = static_cast<mailimap_flag_fetch*>(clist_content(it));
-    if (fetched == nullptr || fetched->fl_flag == nullptr) continue;  // \Recent
-    const mailimap_flag* flag = fetched->fl_flag;
-    if (flag->fl_type == MAILIMAP_FLAG_SEEN) {
-      entry->seen = true;
-    } else if (flag->fl_type == MAILIMAP_FLAG_KEYWORD && flag->fl_data.fl_keyword != nullptr &&
-               strcasecmp(flag->fl_data.fl_keyword, hide_keyword.c_str()) == 0) {
-      entry->hidden = true;  // keywords compare case-insensitively (RFC 3501)
-    }
-  }
-}
-
-}  // namespace
-
 Status ImapSession::snapshot(Snapshot* snapshot) {
   if (broken_ || imap_ == nullptr) return {UpstreamError::kUnavailable, "SELECT: not connected"};
   const std::string& folder = settings_->upstream.folder;
@@ -335,51 +307,13 @@ Status ImapSession::snapshot(Snapshot* snapshot) {
                    UpstreamError::kRefused, UpstreamError::kRefused);
   if (!status.ok()) return status;  // libetpan freed the list itself
 
-  // One entry per sequence number: a server may split a message's data over
-  // several FETCH responses.
-  std::map<uint32_t, Seen> by_number;
-  const std::string& hide_keyword = settings_->mailbox.hide_keyword;
-  for (clistiter* it = clist_begin(result); it != nullptr; it = clist_next(it)) {
-    auto* message = static_cast<mailimap_msg_att*>(clist_content(it));
-    Seen& entry = by_number[message->att_number];
-    for (clistiter* item_it = clist_begin(message->att_list); item_it != nullptr;
-         item_it = clist_next(item_it)) {
-      auto* item = static_cast<mailimap_msg_att_item*>(clist_content(item_it));
-      if (item->att_type == MAILIMAP_MSG_ATT_ITEM_DYNAMIC) {
-        read_flags(item->att_data.att_dyn, hide_keyword, &entry);
-      } else if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
-                 item->att_data.att_static != nullptr) {
-        const mailimap_msg_att_static* att = item->att_data.att_static;
-        if (att->att_type == MAILIMAP_MSG_ATT_UID) {
-          entry.uid = att->att_data.att_uid;
-        } else if (att->att_type == MAILIMAP_MSG_ATT_RFC822_SIZE) {
-          entry.size = att->att_data.att_rfc822_size;
-          entry.has_size = true;
-        }
-      }
-    }
-  }
+  SnapshotScan scan = scan_snapshot(result, settings_->mailbox.hide_keyword);
   mailimap_fetch_list_free(result);
-
-  size_t hidden = 0;
-  for (const auto& [number, entry] : by_number) {
-    if (entry.uid == 0 || !entry.has_size) {
-      log::warn(name_, " FETCH: message ", number, " came without UID or size; skipped");
-      continue;
-    }
-    if (entry.hidden) {
-      ++hidden;
-      continue;
-    }
-    snapshot->messages.push_back({entry.uid, entry.size, entry.seen});
+  for (uint32_t number : scan.incomplete) {
+    log::warn(name_, " FETCH: message ", number, " came without UID or size; skipped");
   }
-  std::sort(snapshot->messages.begin(), snapshot->messages.end(),
-            [](const MessageEntry& a, const MessageEntry& b) { return a.uid < b.uid; });
-  auto duplicate = std::unique(snapshot->messages.begin(), snapshot->messages.end(),
-                               [](const MessageEntry& a, const MessageEntry& b) {
-                                 return a.uid == b.uid;
-                               });
-  snapshot->messages.erase(duplicate, snapshot->messages.end());
+  snapshot->messages = std::move(scan.visible);
+  const size_t hidden = scan.hidden;
   log::debug(name_, " snapshot: uidvalidity ", snapshot->uidvalidity, ", ", exists, " exist, ",
              snapshot->messages.size(), " visible, ", hidden, " hidden");
   return {};
@@ -428,31 +362,7 @@ Status ImapSession::fetch(uint32_t uid, uint64_t offset, uint64_t length, std::s
                           UpstreamError::kRefused);
   if (!status.ok()) return status;
 
-  bool found = false;
-  for (clistiter* it = clist_begin(result); it != nullptr && !found; it = clist_next(it)) {
-    auto* message = static_cast<mailimap_msg_att*>(clist_content(it));
-    uint32_t message_uid = 0;
-    const mailimap_msg_att_body_section* body = nullptr;
-    for (clistiter* item_it = clist_begin(message->att_list); item_it != nullptr;
-         item_it = clist_next(item_it)) {
-      auto* item = static_cast<mailimap_msg_att_item*>(clist_content(item_it));
-      if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC || item->att_data.att_static == nullptr) {
-        continue;
-      }
-      const mailimap_msg_att_static* att_static = item->att_data.att_static;
-      if (att_static->att_type == MAILIMAP_MSG_ATT_UID) {
-        message_uid = att_static->att_data.att_uid;
-      } else if (att_static->att_type == MAILIMAP_MSG_ATT_BODY_SECTION) {
-        body = att_static->att_data.att_body_section;
-      }
-    }
-    // Other FETCH responses (flag changes made by other clients) may come
-    // along; only ours has this UID and a body.
-    if (message_uid == uid && body != nullptr) {
-      found = true;
-      if (body->sec_body_part != nullptr) data->assign(body->sec_body_part, body->sec_length);
-    }
-  }
+  const bool found = find_body(result, uid, data);
   mailimap_fetch_list_free(result);
   if (!found) {
     log::debug(name_, " ", command, ": no such message");

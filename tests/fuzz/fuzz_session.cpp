@@ -32,8 +32,12 @@
 // Logging out, messages deleted." (so after an accepted QUIT), and no more
 // messages than DELE marked; after all sessions are gone no mailbox stays
 // open upstream and no lock stays held.
+// FUZZ_IGNORE_KNOWN=idle-in-update skips the one known failure (see
+// tests/fuzz/regressions/fuzz_session/README.md); FUZZ_TRACE=1 prints the
+// operations and the dialogue.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -56,6 +60,14 @@ constexpr std::string_view kSeparator("\xfe\xff" "FZ", 4);
 constexpr std::string_view kStlsOk = "+OK Begin TLS negotiation.\r\n";
 constexpr std::string_view kCommitted = "+OK Logging out, messages deleted.\r\n";
 constexpr std::string_view kMarked = "+OK Marked to be deleted.\r\n";
+constexpr std::string_view kIdle = "-ERR Disconnected for inactivity.\r\n";
+
+// FUZZ_IGNORE_KNOWN=id[,id...] skips the checks for known, reported issues,
+// so that fuzzing can get past them until they are fixed.
+bool ignored(const char* id) {
+  const char* list = std::getenv("FUZZ_IGNORE_KNOWN");
+  return list != nullptr && std::string_view(list).find(id) != std::string_view::npos;
+}
 constexpr size_t kSizes[32] = {1,   2,   3,   4,   5,   6,   7,    8,    10,   12,   16,
                                20,  24,  32,  40,  48,  64,  80,   100,  128,  160,  200,
                                255, 256, 300, 400, 512, 1024, 2048, 4096, 8192, 1u << 20};
@@ -220,12 +232,6 @@ class Harness {
       check_output(c, true);
     }
     check_commits();
-    if (std::getenv("FUZZ_TRACE")) {  // FUZZ_TRACE=1 ./fuzz_session FILE: show the dialogue
-      std::fprintf(stderr, "retired: %s\n", show(retired_out_, 100000).c_str());
-      for (const Client& c : clients_)
-        std::fprintf(stderr, "client: %s%s%s\n", show(c.io.out, 100000).c_str(),
-                     c.io.closed ? " [closed]" : "", c.io.aborted ? " [aborted]" : "");
-    }
     // Connections go away; whatever the backend still has queued runs.
     for (Client& c : clients_) c.session.reset();
     backend_.run_pending();
@@ -259,6 +265,7 @@ class Harness {
     n = std::min(n, stream_.size() - pos_stream_);
     if (n == 0) return;
     Client& c = current();
+    if (trace_) std::fprintf(stderr, "client %u <- %s\n", current_, show(stream_.substr(pos_stream_, n)).c_str());
     c.session->on_input(stream_.substr(pos_stream_, n));
     pos_stream_ += n;
   }
@@ -274,6 +281,7 @@ class Harness {
 
   void step(uint8_t byte) {
     const unsigned op = byte & 7, arg = byte >> 3;
+    if (trace_) std::fprintf(stderr, "op %u arg %u (stream at %zu)\n", op, arg, pos_stream_);
     switch (op) {
       case 0: feed(kSizes[arg]); break;
       case 1:
@@ -347,6 +355,12 @@ class Harness {
   }
 
   void check_commits() {
+    if (trace_) {  // FUZZ_TRACE=1 ./fuzz_session FILE: show the dialogue
+      std::fprintf(stderr, "retired: %s\n", show(retired_out_, 100000).c_str());
+      for (const Client& c : clients_)
+        std::fprintf(stderr, "client: %s%s%s\n", show(c.io.out, 100000).c_str(),
+                     c.io.closed ? " [closed]" : "", c.io.aborted ? " [aborted]" : "");
+    }
     size_t hidden = 0;
     for (const char* user : {"alice", "carol"})
       for (const auto& m : backend_.account(user)->messages) hidden += m.keywords.count(kHide);
@@ -356,9 +370,20 @@ class Harness {
       marked += count(c.io.out, kMarked);
     }
     // hidden_at_start_ may shrink when a hidden message is expunged (op 10).
+    if (hidden > hidden_at_start_ && committed == 0) {
+      // Known issue "idle-in-update" (tests/fuzz/regressions/fuzz_session/README.md):
+      // an idle timeout while QUIT's commit is in flight answers "-ERR
+      // Disconnected for inactivity." and the commit is applied anyway.
+      bool idle = count(retired_out_, kIdle) > 0;
+      for (const Client& c : clients_) idle |= count(c.io.out, kIdle) > 0;
+      FUZZ_CHECK(idle && ignored("idle-in-update"),
+                 "%zu messages hidden upstream without \"%s\"%s", hidden - hidden_at_start_,
+                 std::string(kCommitted.substr(0, kCommitted.size() - 2)).c_str(),
+                 idle ? ", the client got \"-ERR Disconnected for inactivity.\" after its QUIT "
+                        "(known issue idle-in-update)"
+                      : "");
+    }
     if (hidden > hidden_at_start_) {
-      FUZZ_CHECK(committed > 0, "%zu messages hidden upstream without an accepted QUIT",
-                 hidden - hidden_at_start_);
       FUZZ_CHECK(hidden - hidden_at_start_ <= marked, "%zu hidden, only %zu DELEs",
                  hidden - hidden_at_start_, marked);
     }
@@ -378,6 +403,7 @@ class Harness {
   uint32_t next_uid_ = 100;
   size_t hidden_at_start_ = 0;
   std::string retired_out_;
+  const bool trace_ = std::getenv("FUZZ_TRACE") != nullptr;
 };
 
 }  // namespace

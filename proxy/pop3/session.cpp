@@ -108,6 +108,9 @@ void Pop3Session::on_drain() {
 
 void Pop3Session::on_idle_timeout() {
   if (state_ == State::kClosed) return;
+  // Waiting for the upstream is not the client being idle: command_timeout
+  // bounds that wait, and the reply re-arms the idle timer.
+  if (busy_ && !(transfer_ && transfer_->started)) return;
   log::info("pop3 ", options_.peer, ": idle timeout");
   if (transfer_ && transfer_->started) {
     // A reply now would land inside the message body.

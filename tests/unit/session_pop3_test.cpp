@@ -376,6 +376,28 @@ TEST_F(SessionTest, MailboxOptions) {
   EXPECT_EQ(exchange("USER alice\r\nPASS secret\r\n", second.get(), &io2), "+OK\r\n+OK Logged in.\r\n");
 }
 
+TEST_F(SessionTest, IdleTimeoutWhileTheUpstreamWorksIsIgnored) {
+  login();
+  exchange("DELE 1\r\n");
+  io.out.clear();
+  session->on_input("QUIT\r\n");  // the commit is now with the upstream
+  session->on_idle_timeout();
+  EXPECT_FALSE(io.closed);
+  backend.run_pending();
+  EXPECT_EQ(io.out, "+OK Logging out, messages deleted.\r\n");
+  EXPECT_TRUE(io.closed);
+}
+
+TEST_F(SessionTest, IdleTimeoutInTheMiddleOfAMessageAborts) {
+  login();
+  io.out.clear();
+  session->on_input("RETR 1\r\n");
+  backend.run_one();
+  session->on_idle_timeout();
+  EXPECT_TRUE(io.aborted);
+  EXPECT_EQ(io.out.find("Disconnected"), std::string::npos);
+}
+
 TEST(SaslTest, Base64RoundTripAndStrictness) {
   EXPECT_EQ(pop3::encode_base64("any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
   EXPECT_EQ(pop3::decode_base64("YW55IGNhcm5hbCBwbGVhcw=="), "any carnal pleas");

@@ -208,6 +208,13 @@ class CommandTest(Pop3TestCase):
         _, body = c.multi("TOP 3 5")
         self.assertEqual(body.count(b"\r\n"), 3 + 1 + 5)
 
+    def test_top_with_huge_line_count(self):
+        # fetchmail --keep reads messages with "TOP n 99999999".
+        c = self.login()
+        for n, raw in enumerate(MESSAGES, 1):
+            _, body = c.multi("TOP %d 99999999" % n)
+            self.assertEqual(body, raw)
+
     def test_noop(self):
         c = self.login()
         self.assertOk(c.cmd("NOOP"))

@@ -49,6 +49,16 @@ class MailboxTest(Pop3TestCase):
         self.assertEqual(self.retr_all(c), [message(1), message(3)])
         self.assertOk(c.quit())
 
+    def test_pipelined_dele_and_quit(self):
+        self.seed(3)
+        c = self.session(self.user)
+        c.send(b"DELE 1\r\nDELE 3\r\nQUIT\r\n")
+        for _ in range(3):
+            self.assertOk(c.readline())
+        self.assertEqual(c.read_until_closed(), b"")
+        state, _ = self.dovecot.imap_state(self.user)
+        self.assertEqual([HIDE_KEYWORD in f for _, _, f in state], [True, False, True])
+
     def test_dele_all_then_quit(self):
         self.seed(3)
         c = self.session(self.user)

@@ -36,7 +36,8 @@ KB = 1024
 MB = 1024 * 1024
 
 FULL = dict(
-    rounds=5,
+    rounds=7,           # bulk, big, logins
+    rounds_heavy=5,     # open, sessions
     bulk_count=2000, bulk_size=50 * KB,
     big_size=100 * MB,
     logins=300, login_concurrency=8,
@@ -46,6 +47,7 @@ FULL = dict(
 )
 QUICK = dict(
     rounds=1,
+    rounds_heavy=1,
     bulk_count=40, bulk_size=8 * KB,
     big_size=2 * MB,
     logins=20, login_concurrency=4,
@@ -143,6 +145,43 @@ def descendants(table, root):
     return out
 
 
+def cpu_stat():
+    """(busy ticks, steal ticks) of the whole machine from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return user + nice + system + irq + softirq, steal
+
+
+def wait_quiet(limit):
+    deadline = time.monotonic() + limit
+    while True:
+        b0, t0 = cpu_stat()[0], os.times()
+        time.sleep(5)
+        b1, t1 = cpu_stat()[0], os.times()
+        ours = (t1.user + t1.system + t1.children_user + t1.children_system
+                - t0.user - t0.system - t0.children_user - t0.children_system)
+        other = ((b1 - b0) / CLK_TCK - ours) / 5
+        if other < 0.25:
+            log("machine quiet: other processes use %.2f cores" % other)
+            return
+        if time.monotonic() > deadline:
+            log("machine still busy (%.2f cores used by others); starting anyway" % other)
+            return
+        log("waiting for a quiet machine: other processes use %.2f cores" % other)
+
+
+def pss_kb(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def status_kb(pid, key):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -161,11 +200,19 @@ class Group:
     def __init__(self, label, pid, comms=None):
         self.label, self.pid, self.comms = label, pid, comms
 
-    def rss_kb(self, table):
+    def pids(self, table):
+        if self.comms is None:
+            return [self.pid]
+        return [p for p in descendants(table, self.pid) if table[p][1] in self.comms]
+
+    def rss_kb(self, table, pss=False):
+        """Summed VmRSS, or PSS (shared pages divided among their users,
+        so 1,000 processes do not count their libraries 1,000 times)."""
+        if pss:
+            return sum(pss_kb(p) for p in self.pids(table))
         if self.comms is None:
             return status_kb(self.pid, "VmRSS")
-        return sum(table[p][4] for p in descendants(table, self.pid)
-                   if table[p][1] in self.comms) * PAGE // KB
+        return sum(table[p][4] for p in self.pids(table)) * PAGE // KB
 
     def cpu_s(self, table):
         """CPU seconds of the whole instance so far (for Dovecot: the master,
@@ -182,9 +229,9 @@ class Group:
 class Sampler(threading.Thread):
     """Peak summed RSS of some groups, sampled every `interval` seconds."""
 
-    def __init__(self, groups, interval, fd_pid=None):
+    def __init__(self, groups, interval, fd_pid=None, pss=False):
         super().__init__(daemon=True)
-        self.groups, self.interval, self.fd_pid = groups, interval, fd_pid
+        self.groups, self.interval, self.fd_pid, self.pss = groups, interval, fd_pid, pss
         self.fds_peak = 0
         self.peak = {g.label: 0 for g in groups}
         self.stop_event = threading.Event()
@@ -193,7 +240,7 @@ class Sampler(threading.Thread):
     def sample(self):
         table = proc_table()
         for g in self.groups:
-            self.peak[g.label] = max(self.peak[g.label], g.rss_kb(table))
+            self.peak[g.label] = max(self.peak[g.label], g.rss_kb(table, self.pss))
         if self.fd_pid:
             try:
                 self.fds_peak = max(self.fds_peak, len(os.listdir("/proc/%d/fd" % self.fd_pid)))
@@ -515,6 +562,24 @@ class Bench:
         self.notes = []
         self.mail_user = "nobody"
         self.expect = {}        # mailbox name -> expectation file
+        self.machine_load = None
+        self.cpu_stat0 = cpu_stat()
+        self.times0 = os.times()
+
+    def measure_other_load(self):
+        """CPU time the machine spent on processes other than this benchmark
+        (builds, tests, fuzzers of people sharing it) since the start."""
+        busy, steal = cpu_stat()
+        t = os.times()
+        ours = (t.user + t.system + t.children_user + t.children_system
+                - self.times0.user - self.times0.system
+                - self.times0.children_user - self.times0.children_system)
+        wall = time.monotonic() - self.t_start
+        other = (busy - self.cpu_stat0[0]) / CLK_TCK - ours
+        stolen = (steal - self.cpu_stat0[1]) / CLK_TCK
+        self.machine_load = ("%.0f CPU-seconds by other processes in %.0f s of wall time "
+                             "(%.2f of the %d cores on average); %.0f s stolen by the hypervisor"
+                             % (max(other, 0), wall, max(other, 0) / wall, self.nproc, stolen))
 
     # -- setup ---------------------------------------------------------------
 
@@ -704,17 +769,17 @@ class Bench:
         return [self.loadgen, "--mode", mode, "--port", str(self.port[who]),
                 "--timeout", str(self.p["timeout"])] + extra
 
-    def run_loadgen(self, who, workload, mode, extra, interval=0.05):
+    def run_loadgen(self, who, workload, mode, extra, interval=0.05, pss=False):
         """One run of one workload against one contestant, with RSS and CPU."""
         cmd = self.loadgen_cmd(who, mode, extra)
         up = who in ("A", "B")
         groups = [self.own[who]] + ([self.upstream_group] if up else [])
         table = proc_table()
-        rss0 = {g.label: g.rss_kb(table) for g in groups}
+        rss0 = {g.label: g.rss_kb(table, pss) for g in groups}
         cpu0 = self.cpu_group[who].cpu_s(table)
         ucpu0 = self.upstream_cpu.cpu_s(table) if up else 0.0
         hwm0 = status_kb(self.popbridge.pid, "VmHWM") if who == "A" else 0
-        sampler = Sampler(groups, interval, self.popbridge.pid if who == "A" else None)
+        sampler = Sampler(groups, interval, self.popbridge.pid if who == "A" else None, pss)
         sampler.start()
         t0 = time.monotonic()
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -779,9 +844,9 @@ class Bench:
         """N connections at once before login; RSS of the contestant's own
         processes with all of them open."""
         n = self.p["open_conns"]
+        self.fresh_login_processes(who)
         cmd = self.loadgen_cmd(who, "open", ["--sessions", str(n)])
         group = self.login_group[who]
-        time.sleep(0.3)
         rss0 = group.rss_kb(proc_table())
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
@@ -826,6 +891,30 @@ class Bench:
         time.sleep(1.0)  # the servers close 10,000 sockets
         return run
 
+    def fresh_login_processes(self, who):
+        """Memory freed by an earlier run stays in a process's heap and is
+        reused, so per-connection RSS is only meaningful in a fresh process:
+        restart popbridge, or make Dovecot replace its login processes
+        (SIGHUP to the master: idle login processes exit, new ones start)."""
+        if who == "A":
+            self.popbridge.stop()
+            self.start_popbridge()
+        else:
+            master = (self.imapc if who == "B" else self.upstream).proc.pid
+            group = self.login_group[who]
+            old = set(group.pids(proc_table()))
+            os.kill(master, signal.SIGHUP)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                now = set(group.pids(proc_table()))
+                if now and not (now & old):
+                    break
+                time.sleep(0.1)
+            else:
+                self.notes.append("%s: old pop3-login processes still there 15 s after SIGHUP"
+                                  % NAMES[who])
+        time.sleep(0.5)
+
     def warm_up(self):
         log("warm-up: one login per mailbox on each contestant (indexes, caches)")
         for who in ("C", "B", "A"):
@@ -863,7 +952,7 @@ class Bench:
                 w, "sessions", "sessions",
                 ["--users", self.users_file, "--sessions", str(p["sessions"]),
                  "--retr", str(p["session_retr"]), "--expect", self.expect["sessions"]],
-                interval=0.5)),
+                interval=1.0, pss=True)),
         ]
 
     def run_all(self):
@@ -871,7 +960,8 @@ class Bench:
         for name, fn in self.workloads():
             if only and name not in only:
                 continue
-            for rnd in range(self.p["rounds"]):
+            rounds = self.p["rounds_heavy" if name in ("open", "sessions") else "rounds"]
+            for rnd in range(rounds):
                 order = CONTESTANTS[rnd % 3:] + CONTESTANTS[:rnd % 3]
                 for who in order:
                     if not self.popbridge.alive():
@@ -994,8 +1084,10 @@ class Bench:
             lambda r: errs_or_none(r, r["result"]["latency_ms"]["retr"]["p99"]))
         add("4 connections", "sessions: p99 login (USER+PASS), ms", "lower", "sessions",
             lambda r: errs_or_none(r, r["result"]["latency_ms"]["login"]["p99"]))
-        add("4 connections", "sessions: peak RSS of the server, MB", "lower", "sessions",
+        add("4 connections", "sessions: peak PSS of the server, MB", "lower", "sessions",
             lambda r: r["peak_kb"] / KB)
+        add("4 connections", "sessions: peak PSS of the upstream IMAP, MB", "lower", "sessions",
+            lambda r: r["upstream_peak_kb"] / KB if "upstream_peak_kb" in r else None)
         for wl, label in (("bulk-pipelined", "bulk pipelined"), ("big", "big"), ("sessions", "sessions")):
             add("5 cost", "CPU s per GB, %s (server's own processes)" % label, "lower", wl,
                 lambda r: r["cpu_s"] / gb(r) if gb(r) else None, "%.2f")
@@ -1044,8 +1136,11 @@ class Bench:
                                                                platform.release()))
         L.append("- Dovecot %s; popbridge Release build, default settings (8 upstream threads, "
                  "256 KB chunks)" % dovecot_version)
-        L.append("- median of %d interleaved runs per contestant (order rotated every round); "
-                 "run took %.0f s" % (p["rounds"], elapsed))
+        L.append("- median of %d interleaved runs per contestant (%d for the two connection "
+                 "workloads; order rotated every round); run took %.0f s"
+                 % (p["rounds"], p["rounds_heavy"], elapsed))
+        if self.machine_load:
+            L.append("- other load on this shared machine during the run: %s" % self.machine_load)
         L.append("- command: `python3 bench/run.py%s`" % "".join(
             " " + a for a in self.args.argv if a is not None))
         L.append("")
@@ -1249,6 +1344,9 @@ def main():
     ap.add_argument("--only", help="comma-separated workloads (bulk-pipelined, bulk-sequential, big, "
                                    "logins-seq, logins-par, open, sessions)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                    help="on a shared machine: first wait up to S seconds until other processes "
+                         "use less than a quarter of a core (measured over 5 s)")
     ap.add_argument("--profile", choices=("callgrind", "perf"),
                     help="profile popbridge alone during bulk-pipelined and big (smaller sizes "
                          "unless --set); writes BUILD_DIR/profile/*.txt; no RESULTS.md")
@@ -1267,11 +1365,11 @@ def main():
 
     profile = dict(QUICK if args.quick else FULL)
     if args.profile == "callgrind":
-        profile.update(bulk_count=200, big_size=10 * MB, sessions=10, rounds=1)
+        profile.update(bulk_count=200, big_size=10 * MB, sessions=10, rounds=1, rounds_heavy=1)
     elif args.profile == "perf":
-        profile.update(sessions=10, rounds=1)
+        profile.update(sessions=10, rounds=1, rounds_heavy=1)
     if args.rounds:
-        profile["rounds"] = args.rounds
+        profile["rounds"] = profile["rounds_heavy"] = args.rounds
     for kv in args.set:
         k, _, n = kv.partition("=")
         if k not in profile:
@@ -1280,8 +1378,11 @@ def main():
     if os.geteuid() != 0:
         ap.error("run as root (Dovecot's mail processes switch to an unprivileged user)")
 
+    if args.wait_quiet > 0:
+        wait_quiet(args.wait_quiet)
     t0 = time.monotonic()
     bench = Bench(args, profile)
+    bench.t_start = t0
     client = None
     try:
         try:
@@ -1305,6 +1406,7 @@ def main():
             log("client check: poplib %.1f MB/s against C" % client["mbps"])
     finally:
         bench.stop_servers()
+        bench.measure_other_load()
         for d in (bench.upstream, bench.imapc):
             if d is not None:
                 for line in d.log_problems()[:5]:

@@ -1,7 +1,8 @@
 #!/bin/bash
 # A private Docker engine for popbridge's container tests, and the tests.
 #
-#   tests/docker/run.sh              start engine, make base image, run test_docker.py, stop engine
+#   tests/docker/run.sh              start engine, make base image, run test_docker.py, stop
+#                                    the engine (if this started it)
 #   tests/docker/run.sh start        start the engine (prints the DOCKER_HOST to use)
 #   tests/docker/run.sh base-image   make debian:bookworm-slim with debootstrap, unless present
 #   tests/docker/run.sh stop         stop the engine this script started (by its PID)
@@ -123,11 +124,16 @@ case "${1:-test}" in
   base-image) base_image ;;
   env) echo "export DOCKER_HOST=$DOCKER_HOST" ;;
   test)
-    start
-    started_here=1
-    trap 'stop' EXIT
+    t0=$SECONDS
+    if engine_up; then
+      echo "using the engine already running at $DOCKER_HOST"
+    else
+      start
+      trap 'stop' EXIT
+    fi
     base_image
     python3 "$HERE/test_docker.py" -v
+    echo "run.sh: done in $((SECONDS - t0))s"
     ;;
   *) die "unknown command $1 (start, stop, base-image, env, test)" ;;
 esac

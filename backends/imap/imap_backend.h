@@ -9,9 +9,11 @@
 // timeout) and the freeing happen on a worker.
 //
 // The backend's uv_async_t keeps the loop alive until shutdown(). After
-// shutdown() no handler runs (pending logins and fetches are dropped, open
-// upstream connections are closed without LOGOUT); run the loop once more
-// so the handle's close completes. A Mailbox may outlive the backend.
+// shutdown() no handler runs: jobs not started (logins, fetches, LOGOUTs of
+// destroyed Mailboxes) are dropped and their connections closed without
+// LOGOUT. shutdown() does not block: jobs already running finish on their
+// workers, then the loop joins the threads and closes the uv_async_t, so
+// the loop ends only after that. A Mailbox may outlive the backend.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +38,7 @@ class ImapBackend final : public Backend {
   ~ImapBackend() override;
   void login(const Credentials& credentials, LoginHandler done) override;
   // Stops the workers (after the jobs already running) and closes the uv_async_t; call before the loop ends.
-  void shutdown();
+  void shutdown() override;
 
  private:
   std::shared_ptr<const imap::ImapSettings> settings_;

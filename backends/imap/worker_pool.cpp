@@ -21,12 +21,18 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // Finished jobs whose results wait for the loop thread.
   std::vector<std::pair<std::shared_ptr<Strand>, std::unique_ptr<Strand::Task>>> completions;
   bool stopping = false;  // written under the mutex, on the loop thread
-  // Written on the loop thread before the workers start and after they
-  // are joined; in between the workers only call uv_async_send on it.
+  size_t exited = 0;      // workers that left worker_main(); under the mutex
+
+  // Loop thread only (the workers get a raw pointer to the core and only
+  // call uv_async_send on `async`, which stays open until they are joined).
+  std::vector<std::thread> threads;
   uv_async_t* async = nullptr;
 
   void worker_main();
   void drain();
+  // After shutdown: discards what is left; once every worker has exited,
+  // joins them and closes the uv_async_t.
+  void finish_stop();
 };
 
 namespace {
@@ -81,7 +87,14 @@ void PoolCore::worker_main() {
     {
       std::unique_lock lock(mutex);
       wake.wait(lock, [this] { return stopping || !ready.empty(); });
-      if (stopping) return;
+      if (stopping) {
+        ++exited;
+        lock.unlock();
+        // Tells the loop it may join us. The handle is still open: the loop
+        // closes it only after joining every worker, this one included.
+        uv_async_send(async);
+        return;
+      }
       strand = std::move(ready.front());
       ready.pop_front();
       if (strand->queue_.empty()) {  // cancelled meanwhile
@@ -131,23 +144,55 @@ void PoolCore::drain() {
     if (strand->cancelled()) continue;
     task->complete();
   }
-  // The batch (handlers included) is destroyed here, on the loop thread.
+  batch.clear();  // handlers included, destroyed here on the loop thread
+  if (stopping) finish_stop();
+}
+
+void PoolCore::finish_stop() {
+  std::deque<std::shared_ptr<Strand>> leftover;
+  std::vector<std::pair<std::shared_ptr<Strand>, std::unique_ptr<Strand::Task>>> undelivered;
+  std::deque<std::unique_ptr<Strand::Task>> unrun;
+  bool all_exited;
+  {
+    std::lock_guard lock(mutex);
+    leftover.swap(ready);
+    undelivered.swap(completions);
+    for (auto& strand : leftover) {
+      for (auto& task : strand->queue_) unrun.push_back(std::move(task));
+      strand->queue_.clear();
+      strand->scheduled_ = false;
+    }
+    all_exited = exited == threads.size();
+  }
+  // Destroyed here, on the loop thread, unrun and undelivered.
+  unrun.clear();
+  undelivered.clear();
+  if (!all_exited || async == nullptr) return;
+  for (auto& thread : threads) thread.join();  // they have left worker_main()
+  threads.clear();
+  uv_close(reinterpret_cast<uv_handle_t*>(async), [](uv_handle_t* handle) {
+    delete static_cast<std::shared_ptr<PoolCore>*>(handle->data);
+    delete reinterpret_cast<uv_async_t*>(handle);
+  });
+  async = nullptr;
 }
 
 WorkerPool::WorkerPool(uv_loop_t* loop, unsigned threads) : core_(std::make_shared<PoolCore>()) {
   auto* async = new uv_async_t;
-  async->data = core_.get();
+  // The handle keeps the core alive until it is closed, which may be after
+  // this WorkerPool is gone (shutdown() does not wait for running jobs).
+  async->data = new std::shared_ptr<PoolCore>(core_);
   uv_async_init(loop, async, [](uv_async_t* handle) {
-    static_cast<PoolCore*>(handle->data)->drain();
+    (*static_cast<std::shared_ptr<PoolCore>*>(handle->data))->drain();
   });
   core_->async = async;
 
   if (threads == 0) threads = 1;
-  threads_.reserve(threads);
+  core_->threads.reserve(threads);
   for (unsigned i = 0; i < threads; ++i) {
-    threads_.emplace_back([core = core_.get()] { core->worker_main(); });
+    core_->threads.emplace_back([core = core_.get()] { core->worker_main(); });
     std::string name = "pb-imap-" + std::to_string(i);
-    pthread_setname_np(threads_.back().native_handle(), name.c_str());
+    pthread_setname_np(core_->threads.back().native_handle(), name.c_str());
   }
 }
 
@@ -163,29 +208,9 @@ void WorkerPool::shutdown() {
     core_->stopping = true;
   }
   core_->wake.notify_all();
-  for (auto& thread : threads_) thread.join();
-  threads_.clear();
-
-  // The workers are gone: what is left is destroyed here, on the loop thread.
-  std::deque<std::shared_ptr<Strand>> ready;
-  std::vector<std::pair<std::shared_ptr<Strand>, std::unique_ptr<Strand::Task>>> completions;
-  std::deque<std::unique_ptr<Strand::Task>> unrun;
-  {
-    std::lock_guard lock(core_->mutex);
-    ready.swap(core_->ready);
-    completions.swap(core_->completions);
-    for (auto& strand : ready) {
-      for (auto& task : strand->queue_) unrun.push_back(std::move(task));
-      strand->queue_.clear();
-      strand->scheduled_ = false;
-    }
-  }
-  unrun.clear();
-  completions.clear();
-
-  uv_close(reinterpret_cast<uv_handle_t*>(core_->async),
-           [](uv_handle_t* handle) { delete reinterpret_cast<uv_async_t*>(handle); });
-  core_->async = nullptr;
+  // Drops what is queued now; the rest happens in the uv_async_t callback
+  // as the workers finish their current jobs and exit.
+  core_->finish_stop();
 }
 
 }  // namespace popbridge::imap

@@ -77,22 +77,23 @@ class WorkerPool {
  public:
   // `threads` workers (at least one) start at once.
   WorkerPool(uv_loop_t* loop, unsigned threads);
-  // Calls shutdown() if needed.
+  // Calls shutdown() if needed; never blocks.
   ~WorkerPool();
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
   std::shared_ptr<Strand> make_strand();
 
-  // Loop thread. Lets running jobs finish, joins the threads, discards jobs
-  // not started and results not yet delivered (no handler runs afterwards),
-  // and closes the uv_async_t; its memory is freed by the close callback,
-  // so the loop must run once more. Later posts are discarded at once.
+  // Loop thread; does not block. Discards jobs not started and results not
+  // yet delivered: no handler runs afterwards, and later posts are
+  // discarded at once. Jobs already running finish on their workers (a
+  // stalled upstream must not stall the loop); then the loop joins the
+  // threads and closes the uv_async_t. So the loop must keep running until
+  // then: it does by itself, the handle being active.
   void shutdown();
 
  private:
-  std::shared_ptr<PoolCore> core_;
-  std::vector<std::thread> threads_;
+  std::shared_ptr<PoolCore> core_;  // the threads live in the core
   bool shut_down_ = false;
 };
 

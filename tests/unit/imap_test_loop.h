@@ -26,6 +26,24 @@ class Loop {
 
   uv_loop_t* get() { return &loop_; }
 
+  // True when no handle but our own timer is left (open or closing): what
+  // uv_run would see as "nothing more to do" without run_until's timer.
+  bool drained() {
+    bool other = false;
+    struct Walk {
+      uv_timer_t* tick;
+      bool* other;
+    } walk{&tick_, &other};
+    uv_walk(
+        &loop_,
+        [](uv_handle_t* handle, void* arg) {
+          auto* w = static_cast<Walk*>(arg);
+          if (handle != reinterpret_cast<uv_handle_t*>(w->tick)) *w->other = true;
+        },
+        &walk);
+    return !other;
+  }
+
   // Runs the loop until `done()` or `limit`; returns done().
   bool run_until(const std::function<bool()>& done,
                  std::chrono::milliseconds limit = std::chrono::seconds(5)) {

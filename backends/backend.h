@@ -60,9 +60,14 @@ class Mailbox {
   using ChunkHandler = std::function<void(Status status, std::string data)>;
   virtual void fetch(uint32_t uid, uint64_t offset, uint64_t length, ChunkHandler done) = 0;
 
-  // Applies the delete policy to `uids` (the messages the client deleted).
+  // What QUIT hands over: the delete policy applies to `deleted`;
+  // `retrieved` (sent whole by RETR) get \Seen where the config asks for it.
+  struct CommitRequest {
+    std::vector<uint32_t> deleted;
+    std::vector<uint32_t> retrieved;
+  };
   using CommitHandler = std::function<void(Status status)>;
-  virtual void commit(std::vector<uint32_t> uids, CommitHandler done) = 0;
+  virtual void commit(CommitRequest request, CommitHandler done) = 0;
 };
 
 class Backend {

@@ -62,11 +62,11 @@ class ImapMailbox final : public Mailbox {
         });
   }
 
-  void commit(std::vector<uint32_t> uids, CommitHandler done) override {
+  void commit(CommitRequest request, CommitHandler done) override {
     // Empty: no upstream command, but still through the strand so that the
     // handler runs later, in order, like every other.
     strand_->post(
-        [session = session_, uids = std::move(uids)] {
+        [session = session_, uids = std::move(request.deleted)] {
           return uids.empty() ? Status{} : session->hide(uids);
         },
         [done = std::move(done)](Status status) { done(std::move(status)); });

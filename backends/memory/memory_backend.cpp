@@ -29,14 +29,19 @@ class MemoryBackend::MemoryMailbox final : public Mailbox {
     }));
   }
 
-  void commit(std::vector<uint32_t> uids, CommitHandler done) override {
-    backend_.post(guard([this, uids = std::move(uids), done = std::move(done)] {
+  void commit(CommitRequest request, CommitHandler done) override {
+    backend_.post(guard([this, request = std::move(request), done = std::move(done)] {
+      const std::vector<uint32_t>& uids = request.deleted;
       Status status;
       if (backend_.take_failure(status)) return done(status);
       Account* account = backend_.account(user_);
       for (Message& message : account->messages) {
         if (std::find(uids.begin(), uids.end(), message.uid) != uids.end()) {
           message.keywords.insert(backend_.hide_keyword_);
+        }
+        if (std::find(request.retrieved.begin(), request.retrieved.end(), message.uid) !=
+            request.retrieved.end()) {
+          message.retrieved = true;  // what a mark_seen_on_retr upstream would see
         }
       }
       done(status);

@@ -23,6 +23,7 @@ class MemoryBackend final : public Backend {
     std::string data;  // the whole message, as the upstream would send it
     bool seen = false;
     std::set<std::string> keywords;
+    bool retrieved = false;  // reported as retrieved by a committed session
   };
   struct Account {
     std::string password;

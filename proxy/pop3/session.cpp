@@ -305,6 +305,7 @@ void Pop3Session::on_login(Status status, std::unique_ptr<Mailbox> mailbox, Snap
     mailbox_ = std::move(mailbox);
     snapshot_ = std::move(snapshot);
     deleted_.assign(snapshot_.messages.size(), false);
+    retrieved_.assign(snapshot_.messages.size(), false);
     // RFC 1460 LAST: the highest message number already accessed, which
     // across sessions is what the IMAP server marked \Seen.
     for (size_t i = 0; i < snapshot_.messages.size(); ++i)
@@ -434,17 +435,15 @@ void Pop3Session::cmd_quit(const pop3::Command&, std::string_view) {
     return close("quit");
   }
   state_ = State::kUpdate;
-  std::vector<uint32_t> uids;
-  for (size_t i = 0; i < snapshot_.messages.size(); ++i)
-    if (deleted_[i]) uids.push_back(snapshot_.messages[i].uid);
-  if (uids.empty()) {
-    reply("+OK Logging out.");
-    return close("quit");
+  Mailbox::CommitRequest request;
+  for (size_t i = 0; i < snapshot_.messages.size(); ++i) {
+    if (deleted_[i]) request.deleted.push_back(snapshot_.messages[i].uid);
+    if (retrieved_[i]) request.retrieved.push_back(snapshot_.messages[i].uid);
   }
   busy_ = true;
-  stats_.deleted = uids.size();
+  stats_.deleted = request.deleted.size();
   upstream_started_ = std::chrono::steady_clock::now();
-  mailbox_->commit(std::move(uids), guarded([this](Status status) { on_commit(std::move(status)); }));
+  mailbox_->commit(std::move(request), guarded([this](Status status) { on_commit(std::move(status)); }));
 }
 
 void Pop3Session::on_commit(Status status) {
@@ -453,12 +452,12 @@ void Pop3Session::on_commit(Status status) {
   busy_ = false;
   if (status.ok()) {
     if (options_.metrics) options_.metrics->messages_deleted += stats_.deleted;
-    reply("+OK Logging out, messages deleted.");
+    reply(stats_.deleted ? "+OK Logging out, messages deleted." : "+OK Logging out.");
     close("quit");
   } else {
     log::warn("pop3 ", options_.peer, ": commit failed: ", status.detail);
     stats_.deleted = 0;
-    reply("-ERR [SYS/TEMP] Could not delete messages, nothing was changed.");
+    reply("-ERR [SYS/TEMP] Could not commit the session, nothing was changed.");
     close("commit failed");
   }
 }
@@ -514,6 +513,7 @@ void Pop3Session::on_chunk(Status status, std::string data) {
     if (transfer.is_retr) {
       last_ = std::max(last_, transfer.index + 1);
       ++stats_.retrieved;
+      retrieved_[transfer.index] = true;
       if (options_.metrics) ++options_.metrics->messages_retrieved;
     }
     transfer_.reset();

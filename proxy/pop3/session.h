@@ -151,6 +151,7 @@ class Pop3Session {
   MailboxLocks::Lock lock_;
   Snapshot snapshot_;
   std::vector<bool> deleted_;
+  std::vector<bool> retrieved_;          // sent whole by RETR, reported at QUIT
   uint32_t last_at_login_ = 0;
   uint32_t last_ = 0;
   std::unique_ptr<Transfer> transfer_;

@@ -121,7 +121,7 @@ TEST(ImapBackend, LogsInFetchesInChunksAndCommits) {
   EXPECT_EQ(body, "hello world");
 
   bool committed = false;
-  mailbox->commit({8, 3}, [&](Status status) {
+  mailbox->commit({{8, 3}, {}}, [&](Status status) {
     EXPECT_TRUE(status.ok()) << status.detail;
     committed = true;
   });
@@ -149,7 +149,7 @@ TEST(ImapBackend, MailboxDestroyedWhileFetchingGetsNoHandlerAndLogsOut) {
   bool handler_ran = false;
   mailbox->fetch(3, 0, 6, [&](Status, std::string) { handler_ran = true; });   // runs
   mailbox->fetch(3, 6, 6, [&](Status, std::string) { handler_ran = true; });   // queued
-  mailbox->commit({3}, [&](Status) { handler_ran = true; });                   // queued
+  mailbox->commit({{3}, {}}, [&](Status) { handler_ran = true; });                   // queued
   while (!commands.saw("UID FETCH 3 BODY.PEEK[]<0.6>")) std::this_thread::sleep_for(1ms);
   mailbox.reset();
   ASSERT_TRUE(loop.run_until([&] { return commands.saw("LOGOUT"); }));

@@ -199,7 +199,7 @@ TEST_F(SessionTest, FailedCommitSaysSoAndChangesNothing) {
   login();
   exchange("DELE 1\r\n");
   backend.fail_next(UpstreamError::kUnavailable);
-  EXPECT_EQ(exchange("QUIT\r\n"), "-ERR [SYS/TEMP] Could not delete messages, nothing was changed.\r\n");
+  EXPECT_EQ(exchange("QUIT\r\n"), "-ERR [SYS/TEMP] Could not commit the session, nothing was changed.\r\n");
   EXPECT_TRUE(io.closed);
   EXPECT_TRUE(backend.account("alice")->messages[0].keywords.empty());
 }
@@ -396,6 +396,15 @@ TEST_F(SessionTest, IdleTimeoutInTheMiddleOfAMessageAborts) {
   session->on_idle_timeout();
   EXPECT_TRUE(io.aborted);
   EXPECT_EQ(io.out.find("Disconnected"), std::string::npos);
+}
+
+TEST_F(SessionTest, QuitReportsWhatRetrSentWhole) {
+  login();
+  exchange("RETR 1\r\nTOP 2 0\r\nRETR 3\r\nQUIT\r\n");
+  const auto& messages = backend.account("alice")->messages;
+  EXPECT_TRUE(messages[0].retrieved);
+  EXPECT_FALSE(messages[1].retrieved);  // TOP is not a retrieval
+  EXPECT_TRUE(messages[3].retrieved);
 }
 
 TEST(SaslTest, Base64RoundTripAndStrictness) {

@@ -101,7 +101,7 @@ debug_log_path = {dir}/dovecot.log
 instance_name = popbridge-test-{port_imap}
 protocols = imap pop3
 listen = 127.0.0.1
-ssl = no
+{ssl_settings}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -139,7 +139,8 @@ service imap-login {{
     port = {port_imap}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {port_imaps}
   }}
 }}
 service pop3-login {{
@@ -148,7 +149,8 @@ service pop3-login {{
     port = {port_pop3}
   }}
   inet_listener pop3s {{
-    port = 0
+    address = 127.0.0.1
+    port = {port_pop3s}
   }}
 }}
 """
@@ -157,7 +159,13 @@ service pop3-login {{
 class Dovecot:
     """A private Dovecot instance. Use start()/stop() or as a context manager."""
 
-    def __init__(self, mail_user="nobody", pop3_lock_session=False, pool_size=150):
+    def __init__(self, mail_user="nobody", pop3_lock_session=False, pool_size=150,
+                 ssl_cert=None, ssl_key=None, ssl="yes"):
+        """ssl_cert/ssl_key: PEM paths (e.g. from certs.CertFactory) turn on
+        TLS: STARTTLS on imap_port and pop3_port, implicit TLS on imaps_port
+        and pop3s_port (both 0 without a certificate). ssl: Dovecot's ssl
+        setting with a certificate, "yes" or "required" (no plaintext
+        login without TLS)."""
         if os.geteuid() != 0:
             raise RuntimeError("the integration tests run as root: Dovecot's mail processes "
                                "switch to an unprivileged user and Maildirs are chowned to it")
@@ -167,6 +175,15 @@ class Dovecot:
         self.dir = make_tempdir("popbridge-dovecot-")
         self.imap_port = free_port()
         self.pop3_port = free_port()
+        self.ssl_cert, self.ssl_key = ssl_cert, ssl_key
+        if bool(ssl_cert) != bool(ssl_key):
+            raise ValueError("Dovecot needs both ssl_cert and ssl_key")
+        self.imaps_port = free_port() if ssl_cert else 0
+        self.pop3s_port = free_port() if ssl_cert else 0
+        if ssl_cert:
+            ssl_settings = "ssl = %s\nssl_cert = <%s\nssl_key = <%s" % (ssl, ssl_cert, ssl_key)
+        else:
+            ssl_settings = "ssl = no"
         self.users = {}
         pw = pwd.getpwnam(mail_user)
         self.uid, self.gid = pw.pw_uid, pw.pw_gid
@@ -178,6 +195,8 @@ class Dovecot:
         with open(self.conf_path, "w") as f:
             f.write(_DOVECOT_CONF.format(
                 dir=self.dir, port_imap=self.imap_port, port_pop3=self.pop3_port,
+                port_imaps=self.imaps_port, port_pop3s=self.pop3s_port,
+                ssl_settings=ssl_settings,
                 internal_user=self._existing_user("dovecot", mail_user),
                 login_user=self._existing_user("dovenull", mail_user),
                 hide_keyword=HIDE_KEYWORD,
@@ -333,6 +352,9 @@ class Dovecot:
         try:
             wait_for_port(self.imap_port, proc=self.proc, what="dovecot")
             wait_for_port(self.pop3_port, proc=self.proc, what="dovecot")
+            for port in (self.imaps_port, self.pop3s_port):
+                if port:
+                    wait_for_port(port, proc=self.proc, what="dovecot")
         except Exception:
             self.dump_log()
             self.stop()
@@ -421,6 +443,17 @@ def toml_str(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def toml_value(v):
+    """A str, bool, int or list of those as TOML."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return toml_str(str(v))
+
+
 class Popbridge:
     """popbridge under test, with a generated config, logging to a file."""
 
@@ -428,7 +461,14 @@ class Popbridge:
                  upstream_host="127.0.0.1", folder="INBOX",
                  connect_timeout="5s", command_timeout="30s",
                  hide_keyword=HIDE_KEYWORD, auth_failure_delay="0s", port=None,
-                 extra=""):
+                 extra="", listeners=(), tls=None, allow_plaintext_auth=None):
+        """listeners: more [[listener]]s after the plaintext one on self.port,
+        each a dict with "tls" ("none", "starttls", "implicit"), optional
+        "proxy_protocol", "trusted_proxies", "port" and "name" (default: its
+        tls value); self.ports[name] is its port.
+        tls: the [tls] section as a dict (certificate, key, min_version,
+        ciphers); None leaves it out.
+        allow_plaintext_auth: [server] allow_plaintext_auth; None leaves it out."""
         self.bin = popbridge_bin()
         if not self.bin:
             raise unittest.SkipTest("POPBRIDGE_BIN is not set and no build*/proxy/popbridge exists")
@@ -437,6 +477,24 @@ class Popbridge:
         self.config_path = os.path.join(self.dir, "popbridge.toml")
         self.log_path = os.path.join(self.dir, "popbridge.log")
         self.proc = None
+        self.ports = {"none": self.port}
+        more = ""
+        for spec in listeners:
+            spec = dict(spec)
+            name = spec.pop("name", spec.get("tls", "none"))
+            lport = spec.pop("port", None) or free_port()
+            if name in self.ports:
+                raise ValueError("two listeners named %r" % name)
+            self.ports[name] = lport
+            more += "\n[[listener]]\naddress = %s\n" % toml_str("127.0.0.1:%d" % lport)
+            for key, value in spec.items():
+                more += "%s = %s\n" % (key, toml_value(value))
+        if tls is not None:
+            more += "\n[tls]\n" + "".join(
+                "%s = %s\n" % (key, toml_value(value)) for key, value in tls.items())
+        self._last_port = lport if listeners else self.port
+        server_more = ("" if allow_plaintext_auth is None else
+                       "allow_plaintext_auth = %s\n" % toml_value(allow_plaintext_auth))
         self.config_text = (
             "[server]\n"
             "idle_timeout = %s\n"
@@ -445,6 +503,7 @@ class Popbridge:
             "\n[[listener]]\n"
             "address = %s\n"
             'tls = "none"\n'
+            "%s"
             "\n[[upstream]]\n"
             'name = "main"\n'
             "host = %s\n"
@@ -458,9 +517,9 @@ class Popbridge:
             "hide_keyword = %s\n"
             "%s"
         ) % (toml_str(idle_timeout), toml_str(log_level),
-             "" if auth_failure_delay is None
-             else "auth_failure_delay = %s\n" % toml_str(auth_failure_delay),
-             toml_str("127.0.0.1:%d" % self.port), toml_str(upstream_host),
+             ("" if auth_failure_delay is None
+              else "auth_failure_delay = %s\n" % toml_str(auth_failure_delay)) + server_more,
+             toml_str("127.0.0.1:%d" % self.port), more, toml_str(upstream_host),
              upstream_port, toml_str(folder), toml_str(connect_timeout),
              toml_str(command_timeout), toml_str(hide_keyword), extra)
         with open(self.config_path, "w") as f:
@@ -472,12 +531,19 @@ class Popbridge:
                 [self.bin, "--config", self.config_path],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
-            wait_for_port(self.port, proc=self.proc, what="popbridge")
+            # Listeners open in config order before any is served: once the
+            # last accepts, all do.
+            wait_for_port(self._last_port, proc=self.proc, what="popbridge")
         except Exception:
             self.dump_log()
             self.stop(check=False)
             raise
         return self
+
+    def reload(self):
+        """SIGHUP: popbridge re-reads its config and TLS files."""
+        self.check_alive()
+        self.proc.send_signal(signal.SIGHUP)
 
     def log_size(self):
         try:

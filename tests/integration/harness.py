@@ -461,14 +461,17 @@ class Popbridge:
                  upstream_host="127.0.0.1", folder="INBOX",
                  connect_timeout="5s", command_timeout="30s",
                  hide_keyword=HIDE_KEYWORD, auth_failure_delay="0s", port=None,
-                 extra="", listeners=(), tls=None, allow_plaintext_auth=None):
+                 extra="", listeners=(), tls=None, allow_plaintext_auth=None,
+                 server_extra=""):
         """listeners: more [[listener]]s after the plaintext one on self.port,
         each a dict with "tls" ("none", "starttls", "implicit"), optional
         "proxy_protocol", "trusted_proxies", "port" and "name" (default: its
         tls value); self.ports[name] is its port.
         tls: the [tls] section as a dict (certificate, key, min_version,
         ciphers); None leaves it out.
-        allow_plaintext_auth: [server] allow_plaintext_auth; None leaves it out."""
+        allow_plaintext_auth: [server] allow_plaintext_auth; None leaves it out.
+        server_extra: more "key = value" lines for [server] (e.g.
+        max_sessions, shutdown_grace, log_format); extra goes after [mailbox]."""
         self.bin = popbridge_bin()
         if not self.bin:
             raise unittest.SkipTest("POPBRIDGE_BIN is not set and no build*/proxy/popbridge exists")
@@ -495,6 +498,7 @@ class Popbridge:
         self._last_port = lport if listeners else self.port
         server_more = ("" if allow_plaintext_auth is None else
                        "allow_plaintext_auth = %s\n" % toml_value(allow_plaintext_auth))
+        server_more += server_extra
         self.config_text = (
             "[server]\n"
             "idle_timeout = %s\n"

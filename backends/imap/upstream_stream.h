@@ -6,20 +6,51 @@
 // waits with poll() and enforces our timeouts (libetpan's own timeout only
 // covers its own connect). Every read or write waits at most io_timeout.
 //
-// TLS comes later in the same driver: an SSL* next to the socket, used by
-// recv_some()/send_some(), for implicit TLS and for STARTTLS (after
-// mailimap_starttls() libetpan's buffers are empty, so the driver can switch
-// on the same descriptor and keep the same mailstream).
+// TLS is OpenSSL inside the same driver (libetpan's own TLS in Debian is
+// GnuTLS and checks no certificate): start_tls() puts an SSL* on the socket,
+// for implicit TLS right after connect() and for STARTTLS after
+// mailimap_starttls() (libetpan's buffers are empty then, so the driver
+// switches on the same descriptor and keeps the same mailstream). Reads call
+// SSL_read first and poll only when OpenSSL asks for it (WANT_READ or
+// WANT_WRITE): bytes OpenSSL has already decrypted (SSL_pending) never wait
+// for the socket.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <libetpan/libetpan.h>
 
+typedef struct ssl_st SSL;
+typedef struct ssl_ctx_st SSL_CTX;
+
 namespace popbridge::imap {
+
+// The TLS client settings of one upstream: one SSL_CTX (TLS 1.2 or later),
+// its CA store loaded once (ca_file, or the system's default store when
+// empty), shared by every connection to that upstream and by all worker
+// threads (an SSL_CTX is thread-safe once built).
+class UpstreamTls {
+ public:
+  // nullptr with *error saying why (unreadable or empty ca_file, ...).
+  // verify = false turns the chain and host name checks off.
+  static std::shared_ptr<const UpstreamTls> create(bool verify, const std::string& ca_file,
+                                                   std::string* error);
+  ~UpstreamTls();
+  UpstreamTls(const UpstreamTls&) = delete;
+  UpstreamTls& operator=(const UpstreamTls&) = delete;
+
+  SSL_CTX* context() const { return ctx_; }
+  bool verify() const { return verify_; }
+
+ private:
+  UpstreamTls(SSL_CTX* ctx, bool verify) : ctx_(ctx), verify_(verify) {}
+  SSL_CTX* ctx_;
+  bool verify_;
+};
 
 class UpstreamStream {
  public:
@@ -42,6 +73,18 @@ class UpstreamStream {
   // to *line without consuming it: later reads return it again. Lets us
   // look at the greeting before libetpan parses it. False on failure.
   bool peek_line(std::string* line, size_t max);
+
+  // TLS handshake on the connected socket (implicit TLS, or after the
+  // server's OK to STARTTLS), waiting at most `timeout` in all. `host` is
+  // the configured name: sent as SNI (unless an IP literal) and checked
+  // against the certificate (DNS name or IP address) when tls.verify().
+  // False on failure, with failure() saying why; verification_failed()
+  // tells a rejected certificate apart from a network failure.
+  bool start_tls(const UpstreamTls& tls, const std::string& host, Millis timeout);
+  bool tls_active() const { return ssl_ != nullptr; }
+  bool verification_failed() const { return verification_failed_; }
+  // "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is on, for logs.
+  std::string tls_description() const;
 
   // How long a single read or write may wait (changed for the greeting and
   // for a quick LOGOUT).
@@ -68,9 +111,22 @@ class UpstreamStream {
   ~UpstreamStream();
   static mailstream_low* wrap(UpstreamStream* stream);
 
-  // Waits until `events` are ready or the deadline passes (then fails).
-  bool wait(short events, std::chrono::steady_clock::time_point deadline, const char* what);
+  // Waits until `events` are ready or the deadline passes (then fails,
+  // saying `budget` was spent).
+  bool wait(short events, std::chrono::steady_clock::time_point deadline, Millis budget,
+            const char* what);
   void fail(std::string why);
+  ssize_t tls_read(void* buffer, size_t count);
+  ssize_t tls_write(const void* buffer, size_t count);
+  // Turns a failed SSL_* call into failure(); false if the call should be
+  // retried after waiting (WANT_READ/WANT_WRITE, already waited for).
+  bool tls_retry(int rc, std::chrono::steady_clock::time_point deadline, Millis budget,
+                 const char* what);
+
+  // OpenSSL callbacks: the BIO under the SSL* (recv/send on fd_, send with
+  // MSG_NOSIGNAL: a server that hung up must give EPIPE, not SIGPIPE) and
+  // the verify callback that notes which certificate failed and why.
+  friend struct TlsGlue;
 
   int fd_;
   Millis io_timeout_;
@@ -78,6 +134,11 @@ class UpstreamStream {
   std::string pending_;  // read ahead by peek_line(), served first by read()
   std::string failure_;
   uint64_t bytes_written_ = 0;
+  SSL* ssl_ = nullptr;
+  bool tls_dead_ = false;        // a fatal TLS error: no more SSL_* calls but free
+  bool verification_failed_ = false;
+  int socket_errno_ = 0;         // errno of the BIO's last failed recv/send
+  std::string verify_detail_;    // the first certificate that failed, for failure()
 };
 
 }  // namespace popbridge::imap

@@ -76,6 +76,25 @@ void LineParser::feed(std::string_view bytes) {
   }
 }
 
+std::vector<std::string_view> LineParser::peek_lines(size_t max) const {
+  std::vector<std::string_view> lines;
+  size_t at = pos_;
+  while (lines.size() < max && at < buf_.size()) {
+    if (!too_long_at_.empty() && too_long_at_.front() <= base_ + at) break;
+    const char* begin = buf_.data() + at;
+    const void* lf = std::memchr(begin, '\n', buf_.size() - at);
+    if (lf == nullptr) break;
+    const size_t len = static_cast<size_t>(static_cast<const char*>(lf) - begin);
+    if (len >= max_line_) break;
+    std::string_view line(begin, len);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.find_first_of(std::string_view("\0\r", 2)) != std::string_view::npos) break;
+    lines.push_back(line);
+    at += len + 1;
+  }
+  return lines;
+}
+
 LineParser::Event LineParser::next() {
   if (!too_long_at_.empty() && too_long_at_.front() == base_ + pos_) {
     too_long_at_.pop_front();

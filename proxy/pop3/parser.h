@@ -58,6 +58,11 @@ class LineParser {
   // client sending only over-long lines would never meet the caller's limit).
   size_t buffered() const { return buf_.size() - pos_ + too_long_at_.size() * sizeof(uint64_t); }
 
+  // Up to `max` complete lines that next() would return after the current
+  // position, without consuming them: for looking ahead at pipelined
+  // commands (prefetching the next RETR). Stops at anything but a plain line.
+  std::vector<std::string_view> peek_lines(size_t max) const;
+
  private:
   std::string buf_;        // [0, pos_) consumed; complete lines; then the partial line
   size_t pos_ = 0;         // first unconsumed octet in buf_

@@ -469,7 +469,58 @@ void Pop3Session::start_transfer(uint32_t index, int64_t body_lines, std::string
       index, snapshot_.messages[index].uid, 0, pop3::MessageEncoder(body_lines),
       std::move(status_line), false, false, body_lines < 0});
   busy_ = true;
-  fetch_next_chunk();
+  const uint32_t uid = transfer_->uid;
+  auto slot = std::find_if(prefetched_.begin(), prefetched_.end(),
+                           [uid](const Prefetched& p) { return p.uid == uid; });
+  if (slot == prefetched_.end()) {
+    fetch_next_chunk();
+  } else if (slot->ready) {
+    Prefetched ready = std::move(*slot);
+    prefetched_.erase(slot);
+    prefetch_pipelined();
+    return on_chunk(std::move(ready.status), std::move(ready.data));
+  }
+  // else: its first chunk is on the way and goes to on_chunk when it lands.
+  prefetch_pipelined();
+}
+
+// Keeps the upstream busy while the client reads: for the next pipelined
+// RETR/TOP commands, ask for their first chunk now. The strand runs these
+// after the current message's chunk, so nothing is reordered.
+void Pop3Session::prefetch_pipelined() {
+  if (options_.prefetch == 0) return;
+  for (std::string_view line : parser_.peek_lines(options_.prefetch)) {
+    pop3::Command command;
+    if (!pop3::parse_command(line, command) || command.args.empty()) break;
+    if (command.verb != "RETR" && command.verb != "TOP") break;
+    const auto number = pop3::parse_number(command.args[0]);
+    if (!number || *number == 0 || *number > snapshot_.messages.size() || deleted_[*number - 1]) break;
+    const uint32_t uid = snapshot_.messages[*number - 1].uid;
+    const bool known = (transfer_ && transfer_->uid == uid) ||
+                       std::any_of(prefetched_.begin(), prefetched_.end(),
+                                   [uid](const Prefetched& p) { return p.uid == uid; });
+    if (known) continue;
+    if (prefetched_.size() >= options_.prefetch) break;
+    prefetched_.push_back({uid, false, {}, {}});
+    mailbox_->fetch(uid, 0, options_.chunk_size,
+                    guarded([this, uid](Status status, std::string data) {
+                      on_prefetched(uid, std::move(status), std::move(data));
+                    }));
+  }
+}
+
+void Pop3Session::on_prefetched(uint32_t uid, Status status, std::string data) {
+  if (state_ == State::kClosed) return;
+  auto slot = std::find_if(prefetched_.begin(), prefetched_.end(),
+                           [uid](const Prefetched& p) { return p.uid == uid; });
+  if (slot == prefetched_.end()) return;
+  if (transfer_ && transfer_->uid == uid && transfer_->offset == 0 && !transfer_->started) {
+    prefetched_.erase(slot);  // the transfer was waiting for exactly this
+    return on_chunk(std::move(status), std::move(data));
+  }
+  slot->ready = true;
+  slot->status = std::move(status);
+  slot->data = std::move(data);
 }
 
 void Pop3Session::fetch_next_chunk() {

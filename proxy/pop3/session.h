@@ -52,6 +52,7 @@ struct SessionOptions {
   size_t chunk_size = 256 * 1024;        // octets per upstream fetch
   size_t high_watermark = 512 * 1024;    // queued output above which we stop producing
   size_t input_limit = 64 * 1024;        // buffered input above which we stop reading
+  size_t prefetch = 2;                   // pipelined RETR/TOPs whose first chunk is fetched early
   unsigned max_bad_commands = 10;
   bool tls_active = false;               // implicit TLS: the connection is already secure
   bool starttls_available = false;       // the listener offers STLS
@@ -119,6 +120,8 @@ class Pop3Session {
   void start_transfer(uint32_t index, int64_t body_lines, std::string status_line);
   void fetch_next_chunk();
   void on_chunk(Status status, std::string data);
+  void prefetch_pipelined();
+  void on_prefetched(uint32_t uid, Status status, std::string data);
   void on_commit(Status status);
 
   // Output
@@ -155,6 +158,15 @@ class Pop3Session {
   uint32_t last_at_login_ = 0;
   uint32_t last_ = 0;
   std::unique_ptr<Transfer> transfer_;
+  // First chunks of messages that pipelined RETR/TOP commands will ask for,
+  // fetched while the current message is still being sent.
+  struct Prefetched {
+    uint32_t uid = 0;
+    bool ready = false;
+    Status status;
+    std::string data;
+  };
+  std::vector<Prefetched> prefetched_;
   SessionStats stats_;
   std::chrono::steady_clock::time_point upstream_started_;
 };

@@ -388,3 +388,29 @@ TEST(ParseNumber, Invalid) {
 
 }  // namespace
 }  // namespace popbridge::pop3
+
+namespace popbridge::pop3 {
+namespace {
+
+TEST(LineParserPeek, SeesPipelinedLinesWithoutConsumingThem) {
+  LineParser parser;
+  parser.feed("RETR 1\r\nRETR 2\nRETR 3\r\nRET");
+  EXPECT_EQ(parser.peek_lines(8), (std::vector<std::string_view>{"RETR 1", "RETR 2", "RETR 3"}));
+  EXPECT_EQ(parser.next().line, "RETR 1");
+  EXPECT_EQ(parser.peek_lines(1), (std::vector<std::string_view>{"RETR 2"}));
+  EXPECT_EQ(parser.next().line, "RETR 2");
+  EXPECT_EQ(parser.next().line, "RETR 3");
+  EXPECT_TRUE(parser.peek_lines(8).empty());
+}
+
+TEST(LineParserPeek, StopsAtBadLines) {
+  LineParser parser(16);
+  parser.feed("RETR 1\r\n" + std::string(40, 'x') + "\r\nRETR 2\r\n");
+  EXPECT_EQ(parser.peek_lines(8), (std::vector<std::string_view>{"RETR 1"}));
+  LineParser nul;
+  nul.feed(std::string("RETR 1\r\nRE\0R 2\r\nRETR 3\r\n", 24));
+  EXPECT_EQ(nul.peek_lines(8), (std::vector<std::string_view>{"RETR 1"}));
+}
+
+}  // namespace
+}  // namespace popbridge::pop3

@@ -407,6 +407,33 @@ TEST_F(SessionTest, QuitReportsWhatRetrSentWhole) {
   EXPECT_TRUE(messages[3].retrieved);
 }
 
+TEST_F(SessionTest, PipelinedRetrsArePrefetched) {
+  login();
+  io.out.clear();
+  session->on_input("RETR 1\r\nRETR 2\r\nRETR 3\r\nQUIT\r\n");
+  // The first chunk of message 1, and those of messages 2 and 3 ahead of time.
+  EXPECT_EQ(backend.pending(), 3u);
+  while (backend.run_pending() > 0) {
+  }
+  EXPECT_EQ(io.out, "+OK " + std::to_string(kMessage1.size()) +
+                        " octets\r\nSubject: one\r\n\r\nHello\r\n..dot line\r\n..\r\nbye\r\n.\r\n"
+                        "+OK " + std::to_string(kMessage2.size()) + " octets\r\n" + kMessage2 + ".\r\n"
+                        "+OK " + std::to_string(kMessage3.size()) + " octets\r\n" + kMessage3 +
+                        "\r\n.\r\n+OK Logging out.\r\n");
+}
+
+TEST_F(SessionTest, PrefetchedMessageGoneStillAnswersInTurn) {
+  login();
+  io.out.clear();
+  session->on_input("RETR 2\r\nRETR 1\r\nNOOP\r\n");
+  auto& messages = backend.account("alice")->messages;
+  messages.erase(messages.begin());  // UID 4 (message 1) expunged by another client
+  while (backend.run_pending() > 0) {
+  }
+  EXPECT_NE(io.out.find(kMessage2 + ".\r\n-ERR Message no longer exists.\r\n+OK\r\n"), std::string::npos)
+      << io.out;
+}
+
 TEST(SaslTest, Base64RoundTripAndStrictness) {
   EXPECT_EQ(pop3::encode_base64("any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
   EXPECT_EQ(pop3::decode_base64("YW55IGNhcm5hbCBwbGVhcw=="), "any carnal pleas");

@@ -160,9 +160,6 @@ class Conn:
                     with self._lock:
                         self._stalled[direction] = True
                         self.fault = self.fault or where
-                    while self._stalled[direction] and self.closed is None \
-                            and not self.relay._stopping:
-                        time.sleep(0.02)
                 elif rule.action == "delay":
                     self.fault = self.fault or where
                     end = time.monotonic() + rule.seconds
@@ -176,6 +173,9 @@ class Conn:
         return True
 
     def _send(self, dst, data, direction):
+        # Data read before a stall began is held too.
+        while self._stalled[direction] and self.closed is None and not self.relay._stopping:
+            time.sleep(0.02)
         view = memoryview(data)
         while view:
             if self.closed is not None or self.relay._stopping:

@@ -391,7 +391,7 @@ class LoadWithFaultsTest(RelayTestCase):
                 conn.reset()
                 reset += 1
             elif i % 3 == 1:
-                conn.arm("down", "cut", after=rng.randrange(0, 200_000))
+                conn.arm("down", "cut", after=rng.randrange(0, 60_000))
                 cut += 1
         self.relay.refuse = "reset"
         time.sleep(1.0)

@@ -489,13 +489,23 @@ void Pop3Session::start_transfer(uint32_t index, int64_t body_lines, std::string
 // after the current message's chunk, so nothing is reordered.
 void Pop3Session::prefetch_pipelined() {
   if (options_.prefetch == 0) return;
-  for (std::string_view line : parser_.peek_lines(options_.prefetch)) {
+  std::vector<uint32_t> numbers;
+  const std::vector<std::string_view> lines = parser_.peek_lines(options_.prefetch);
+  for (std::string_view line : lines) {
     pop3::Command command;
     if (!pop3::parse_command(line, command) || command.args.empty()) break;
     if (command.verb != "RETR" && command.verb != "TOP") break;
     const auto number = pop3::parse_number(command.args[0]);
-    if (!number || *number == 0 || *number > snapshot_.messages.size() || deleted_[*number - 1]) break;
-    const uint32_t uid = snapshot_.messages[*number - 1].uid;
+    if (!number) break;
+    numbers.push_back(*number);
+  }
+  // A client that RETRs one message at a time almost always asks for the
+  // next one: have it on the way (one chunk at most).
+  if (lines.empty() && transfer_ && transfer_->is_retr) numbers.push_back(transfer_->index + 2);
+
+  for (uint32_t number : numbers) {
+    if (number == 0 || number > snapshot_.messages.size() || deleted_[number - 1]) break;
+    const uint32_t uid = snapshot_.messages[number - 1].uid;
     const bool known = (transfer_ && transfer_->uid == uid) ||
                        std::any_of(prefetched_.begin(), prefetched_.end(),
                                    [uid](const Prefetched& p) { return p.uid == uid; });

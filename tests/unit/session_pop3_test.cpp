@@ -280,6 +280,8 @@ TEST_F(SessionTest, MessageExpungedElsewhere) {
 }
 
 TEST_F(SessionTest, UpstreamFailureMidMessageAbortsWithoutFinalDot) {
+  tweak = [](SessionOptions& options) { options.prefetch = 0; };  // the failure hits chunk 2
+  session = make_session(io);
   login();
   io.out.clear();
   session->on_input("RETR 1\r\n");
@@ -420,6 +422,21 @@ TEST_F(SessionTest, PipelinedRetrsArePrefetched) {
                         "+OK " + std::to_string(kMessage2.size()) + " octets\r\n" + kMessage2 + ".\r\n"
                         "+OK " + std::to_string(kMessage3.size()) + " octets\r\n" + kMessage3 +
                         "\r\n.\r\n+OK Logging out.\r\n");
+}
+
+TEST_F(SessionTest, OneRetrAtATimeGetsTheNextMessageAhead) {
+  tweak = [](SessionOptions& options) { options.chunk_size = 4096; };  // one chunk per message
+  session = make_session(io);
+  login();
+  session->on_input("RETR 1\r\n");
+  EXPECT_EQ(backend.pending(), 2u);  // message 1, and message 2 on speculation
+  while (backend.run_pending() > 0) {
+  }
+  io.out.clear();
+  session->on_input("RETR 2\r\n");
+  EXPECT_EQ(backend.pending(), 1u);  // message 2 is here already; message 3 is asked for
+  backend.run_one();
+  EXPECT_EQ(io.out, "+OK " + std::to_string(kMessage2.size()) + " octets\r\n" + kMessage2 + ".\r\n");
 }
 
 TEST_F(SessionTest, PrefetchedMessageGoneStillAnswersInTurn) {

@@ -82,8 +82,7 @@ class ImapMailbox final : public Mailbox {
 
 ImapBackend::ImapBackend(uv_loop_t* loop, UpstreamConfig upstream, MailboxConfig mailbox,
                          unsigned threads)
-    : settings_(std::make_shared<const imap::ImapSettings>(
-          imap::ImapSettings{std::move(upstream), std::move(mailbox)})),
+    : settings_(imap::make_imap_settings(std::move(upstream), std::move(mailbox))),
       pool_(std::make_unique<imap::WorkerPool>(loop, threads)) {}
 
 ImapBackend::~ImapBackend() { shutdown(); }

@@ -26,6 +26,12 @@ constexpr size_t kMaxRangesPerStore = 1000;
 // A greeting longer than this is not an IMAP server talking.
 constexpr size_t kMaxGreeting = 16 * 1024;
 
+// "imap.example.com:993", "[2001:db8::1]:993".
+std::string host_port_text(const HostPort& target) {
+  const bool ipv6 = target.host.find(':') != std::string::npos;
+  return (ipv6 ? "[" + target.host + "]" : target.host) + ":" + std::to_string(target.port);
+}
+
 bool starts_with_bye(const std::string& line) {
   return line.size() >= 5 && strncasecmp(line.c_str(), "* BYE", 5) == 0;
 }
@@ -133,17 +139,69 @@ Status ImapSession::outcome(int rc, const std::string& command, int no_error,
   }
 }
 
+std::shared_ptr<const ImapSettings> make_imap_settings(UpstreamConfig upstream,
+                                                       MailboxConfig mailbox) {
+  auto settings = std::make_shared<ImapSettings>();
+  settings->upstream = std::move(upstream);
+  settings->mailbox = std::move(mailbox);
+  if (settings->upstream.tls != TlsMode::kNone) {
+    std::string error;
+    settings->tls =
+        UpstreamTls::create(settings->upstream.verify, settings->upstream.ca_file, &error);
+    if (settings->tls == nullptr) {
+      settings->tls_error = error;
+      log::error("upstream ", settings->upstream.name, ": ", error,
+                 "; every login to it will fail");
+    }
+  }
+  return settings;
+}
+
 Status ImapSession::connect() {
   const UpstreamConfig& upstream = settings_->upstream;
-  if (upstream.tls != TlsMode::kNone) {
+  if (upstream.tls != TlsMode::kNone && settings_->tls == nullptr) {
     broken_ = true;
-    log::info(name_, " upstream TLS not implemented yet; not connecting");
-    return {UpstreamError::kUnavailable, "upstream TLS not implemented yet"};
+    const std::string why =
+        "upstream TLS unavailable: " +
+        (settings_->tls_error.empty() ? std::string("no TLS context") : settings_->tls_error);
+    log::info(name_, " ", why);
+    return {UpstreamError::kUnavailable, why};
   }
+  std::vector<HostPort> hosts = upstream.hosts;
+  if (hosts.empty()) hosts.push_back({upstream.host, upstream.port});
+  Status status;
+  std::string failures;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    close_now();
+    broken_ = false;
+    bool next = false;
+    status = connect_host(hosts[i], &next);
+    if (status.ok()) return status;
+    // A certificate that fails verification, or a server that will not do
+    // the STARTTLS we asked for, is a security error, not an outage: never
+    // try the next host (it could be how an attacker gets us to one that
+    // looks better to them), stop and fail.
+    if (!next) return status;
+    if (!failures.empty()) failures += "; ";
+    failures += host_port_text(hosts[i]) + ": " + status.detail;
+    if (i + 1 < hosts.size()) {
+      log::info(name_, " unreachable; trying ", host_port_text(hosts[i + 1]));
+    }
+  }
+  close_now();
+  broken_ = true;
+  if (hosts.size() > 1) status.detail = "no upstream host reachable (" + failures + ")";
+  return status;
+}
+
+Status ImapSession::connect_host(const HostPort& target, bool* next) {
+  const UpstreamConfig& upstream = settings_->upstream;
+  *next = true;
+  name_ = name_.substr(0, name_.find(' ')) + " " + host_port_text(target);
   std::string error;
   // The greeting gets connect_timeout too: a server that accepts and then
   // says nothing is as unreachable as one that does not answer the SYN.
-  mailstream_low* low = UpstreamStream::connect(upstream.host, upstream.port,
+  mailstream_low* low = UpstreamStream::connect(target.host, target.port,
                                                 upstream.connect_timeout,
                                                 upstream.connect_timeout, &error);
   if (low == nullptr) {
@@ -152,6 +210,19 @@ Status ImapSession::connect() {
     return {UpstreamError::kUnavailable, error};
   }
   stream_ = UpstreamStream::of(low);
+  if (upstream.tls == TlsMode::kImplicit &&
+      !stream_->start_tls(*settings_->tls, target.host, upstream.connect_timeout)) {
+    *next = !stream_->verification_failed();
+    Status status = lost("TLS", stream_->failure());
+    if (stream_->verification_failed()) {
+      log::warn(name_, " ", stream_->failure(), "; not logging in");
+    } else {
+      log::info(name_, " ", status.detail);
+    }
+    mailstream_low_free(low);
+    stream_ = nullptr;
+    return status;
+  }
   // libetpan 1.9.4 leaks the parsed greeting when it is a BYE (busy
   // servers say that): look at the greeting first and keep BYE from it.
   std::string greeting;
@@ -182,6 +253,7 @@ Status ImapSession::connect() {
     // PREAUTH: logged in as somebody before we said who. The client's
     // password would go unchecked, so refuse.
     broken_ = true;
+    *next = false;
     log::info(name_, " server greeted with PREAUTH; refusing");
     return {UpstreamError::kRefused, "server greeted with PREAUTH; credentials cannot be checked"};
   }
@@ -191,20 +263,95 @@ Status ImapSession::connect() {
     log::info(name_, " ", status.detail);
     return status;
   }
-  log::debug(name_, " connected");
   stream_->set_io_timeout(upstream.command_timeout);
 
-  // Capabilities come with the greeting from most servers (Dovecot does).
+  if (upstream.tls == TlsMode::kStartTls) {
+    *next = false;
+    Status status = starttls(target);
+    if (!status.ok()) return status;
+  } else if (imap_->imap_connection_info == nullptr ||
+             imap_->imap_connection_info->imap_capability == nullptr) {
+    // Capabilities come with the greeting from most servers (Dovecot does).
+    if (Status status = request_capabilities(); !status.ok()) {
+      *next = false;
+      return status;
+    }
+  }
+  log::debug(name_, " connected", stream_->tls_active() ? " (" + stream_->tls_description() + ")"
+                                                        : std::string(" (no TLS)"));
+  return {};
+}
+
+Status ImapSession::starttls(const HostPort& target) {
+  const std::string prefix = "STARTTLS failed: ";
+  // What the server announced before TLS serves only to see STARTTLS.
   if (imap_->imap_connection_info == nullptr ||
       imap_->imap_connection_info->imap_capability == nullptr) {
-    mailimap_capability_data* capabilities = nullptr;
-    rc = mailimap_capability(imap_, &capabilities);
-    if (rc == MAILIMAP_NO_ERROR) mailimap_capability_data_free(capabilities);
-    Status status = outcome(rc, "CAPABILITY", MAILIMAP_ERROR_CAPABILITY, UpstreamError::kRefused,
-                            UpstreamError::kRefused);
-    if (!status.ok()) return status;
+    if (Status status = request_capabilities(); !status.ok()) {
+      status.error = UpstreamError::kUnavailable;
+      status.detail = prefix + status.detail;
+      broken_ = true;
+      log::warn(name_, " ", status.detail);
+      return status;
+    }
   }
-  return {};
+  Status status;
+  if (mailimap_has_extension(imap_, const_cast<char*>("STARTTLS")) == 0) {
+    status = {UpstreamError::kUnavailable,
+              prefix + "the server does not advertise STARTTLS"};
+  } else {
+    const int rc = mailimap_starttls(imap_);
+    if (rc == MAILIMAP_ERROR_STARTTLS && imap_->imap_stream != nullptr &&
+        imap_->imap_stream->read_buffer_len != 0) {
+      // libetpan's check: plaintext after the OK would be read as if it had
+      // come over TLS (response injection).
+      status = {UpstreamError::kUnavailable,
+                prefix + "the server sent data after its STARTTLS response"};
+    } else if (rc != MAILIMAP_NO_ERROR) {
+      status = outcome(rc, "STARTTLS", MAILIMAP_ERROR_STARTTLS, UpstreamError::kUnavailable,
+                       UpstreamError::kUnavailable);
+      status.error = UpstreamError::kUnavailable;
+      status.detail = prefix + status.detail;
+    } else if (!stream_->start_tls(*settings_->tls, target.host,
+                                   settings_->upstream.connect_timeout)) {
+      status = {UpstreamError::kUnavailable, prefix + stream_->failure()};
+    }
+  }
+  if (!status.ok()) {
+    // Never fall back to plaintext: the password must not travel in clear.
+    broken_ = true;
+    log::warn(name_, " ", status.detail, "; not logging in");
+    return status;
+  }
+  // RFC 3501 6.2.1: forget the capabilities learnt before TLS (a man in the
+  // middle could have written them) and ask again.
+  if (imap_->imap_connection_info != nullptr &&
+      imap_->imap_connection_info->imap_capability != nullptr) {
+    mailimap_capability_data_free(imap_->imap_connection_info->imap_capability);
+    imap_->imap_connection_info->imap_capability = nullptr;
+  }
+  return request_capabilities();
+}
+
+Status ImapSession::request_capabilities() {
+  // mailimap_capability() copies the stored list without a NULL check: a
+  // server that answers OK without an untagged CAPABILITY would crash it.
+  // Store an empty list first (then such a server has no extensions).
+  if (imap_->imap_connection_info == nullptr) return lost("CAPABILITY", "out of memory");
+  if (imap_->imap_connection_info->imap_capability == nullptr) {
+    clist* empty = clist_new();
+    mailimap_capability_data* none = empty != nullptr ? mailimap_capability_data_new(empty) : nullptr;
+    if (none == nullptr) {
+      if (empty != nullptr) clist_free(empty);
+      return lost("CAPABILITY", "out of memory");
+    }
+    imap_->imap_connection_info->imap_capability = none;
+  }
+  mailimap_capability_data* capabilities = nullptr;
+  const int rc = mailimap_capability(imap_, &capabilities);
+  if (rc == MAILIMAP_NO_ERROR) mailimap_capability_data_free(capabilities);
+  return outcome(rc, "CAPABILITY", MAILIMAP_ERROR_CAPABILITY, UpstreamError::kRefused,
+                 UpstreamError::kRefused);
 }
 
 Status ImapSession::check_credentials(const Credentials& credentials) {

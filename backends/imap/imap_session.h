@@ -21,11 +21,22 @@ typedef struct mailimap mailimap;
 namespace popbridge::imap {
 
 class UpstreamStream;
+class UpstreamTls;
 
 struct ImapSettings {
   UpstreamConfig upstream;
   MailboxConfig mailbox;
+  // The upstream's TLS client context (tls != none): one per upstream,
+  // built once by make_imap_settings(), shared by all its connections.
+  std::shared_ptr<const UpstreamTls> tls;
+  std::string tls_error;  // why `tls` could not be built
 };
+
+// ImapSettings with the TLS context built (when upstream.tls is not none).
+// If it cannot be built (unreadable ca_file...), the error is logged and
+// every login to that upstream fails with kUnavailable saying why.
+std::shared_ptr<const ImapSettings> make_imap_settings(UpstreamConfig upstream,
+                                                       MailboxConfig mailbox);
 
 class ImapSession {
  public:
@@ -39,7 +50,11 @@ class ImapSession {
   // LOGIN command early) fail with kAuthFailed before any connection.
   static Status check_credentials(const Credentials& credentials);
 
-  // TCP connect, greeting, capabilities.
+  // TCP connect, TLS (implicit, or STARTTLS after the greeting),
+  // greeting, capabilities. Tries upstream.hosts in order: a host that
+  // cannot be reached (refused, timed out, no greeting) gives way to the
+  // next; a certificate that fails verification or a failed STARTTLS ends
+  // the attempt at once (kUnavailable).
   Status connect();
   // LOGIN, or AUTHENTICATE PLAIN for 8-bit credentials (when the server
   // offers it) or when the server advertises LOGINDISABLED.
@@ -65,6 +80,10 @@ class ImapSession {
   Status lost(const std::string& command, const std::string& why);
   std::string server_text() const;
   Status authenticate_plain(const Credentials& credentials);
+  // One host of connect(); *next: whether the next host may be tried.
+  Status connect_host(const HostPort& target, bool* next);
+  Status starttls(const HostPort& target);
+  Status request_capabilities();
   void close_now();
 
   std::shared_ptr<const ImapSettings> settings_;

@@ -248,13 +248,16 @@ TEST(ImapSession, SilentServerTimesOutAtConnectTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
 }
 
-TEST(ImapSession, TlsIsNotImplementedYet) {
+TEST(ImapSession, TlsWithoutAContextIsUnavailable) {
+  // Settings made without make_imap_settings() (or whose CA file would not
+  // load) have no TLS context: never connect in plaintext instead.
   ImapSettings settings = *settings_for(1);
   settings.upstream.tls = TlsMode::kImplicit;
+  settings.tls_error = "cannot load CA certificates from /x.pem";
   ImapSession session(std::make_shared<const ImapSettings>(settings), 1);
   Status status = session.connect();
   EXPECT_EQ(status.error, UpstreamError::kUnavailable);
-  EXPECT_EQ(status.detail, "upstream TLS not implemented yet");
+  EXPECT_EQ(status.detail, "upstream TLS unavailable: cannot load CA certificates from /x.pem");
 }
 
 TEST(ImapSession, RefusedSelectIsNoMailbox) {

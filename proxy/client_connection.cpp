@@ -335,6 +335,11 @@ void ClientConnection::on_send_stalled(uv_timer_t* timer) {
 
 void ClientConnection::close() {
   if (closing_ || handles_closing_) return;
+  if (tls_) {
+    std::string wire;
+    tls_->close_notify(wire);
+    write_raw(std::move(wire));
+  }
   closing_ = true;
   set_reading(false);
   shutdown_when_flushed();

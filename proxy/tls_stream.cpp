@@ -153,6 +153,13 @@ TlsStream::Result TlsStream::send(std::string_view plain, std::string& wire) {
   return Result::kOk;
 }
 
+void TlsStream::close_notify(std::string& wire) {
+  if (!established_) return;
+  SSL_shutdown(ssl_);  // 0: our alert is out, we do not wait for the peer's
+  ERR_clear_error();
+  drain(wire);
+}
+
 std::string TlsStream::describe() const {
   return std::string(SSL_get_version(ssl_)) + " " + SSL_get_cipher_name(ssl_);
 }

@@ -46,6 +46,10 @@ class TlsStream {
   // held back and released by receive().
   Result send(std::string_view plain, std::string& wire);
 
+  // Appends a close_notify alert to `wire`: the peer can tell a complete
+  // session from a truncated one.
+  void close_notify(std::string& wire);
+
   bool established() const { return established_; }
   std::string describe() const;     // "TLSv1.3 TLS_AES_256_GCM_SHA384", for logs
   const std::string& error() const { return error_; }

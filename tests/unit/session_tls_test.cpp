@@ -77,6 +77,7 @@ class Client {
   void give_input(const std::string& data) { BIO_write(in_, data.data(), static_cast<int>(data.size())); }
   bool handshake() { return SSL_do_handshake(ssl_) == 1; }
   void write(const std::string& data) { SSL_write(ssl_, data.data(), static_cast<int>(data.size())); }
+  bool received_close_notify() const { return (SSL_get_shutdown(ssl_) & SSL_RECEIVED_SHUTDOWN) != 0; }
   std::string read() {
     std::string data;
     char buffer[4096];
@@ -129,6 +130,12 @@ TEST(TlsStreamTest, HandshakeThenDataBothWays) {
   client.give_input(wire);
   EXPECT_EQ(client.read(), big);
   EXPECT_NE(server.describe().find("TLS"), std::string::npos);
+
+  wire.clear();
+  server.close_notify(wire);
+  client.give_input(wire);
+  EXPECT_EQ(client.read(), "");
+  EXPECT_TRUE(client.received_close_notify());
 }
 
 TEST(TlsStreamTest, GarbageIsAnError) {

@@ -47,6 +47,7 @@ KEEP = bool(os.environ.get("POPBRIDGE_DOCKER_KEEP"))
 IMAGE = "popbridge:docker-test"
 DOVECOT_IMAGE = "popbridge-demo-dovecot:docker-test"
 HAPROXY_IMAGE = "popbridge-demo-haproxy:docker-test"
+DEB_IMAGE = "popbridge-deb-systemd:docker-test"
 POPBRIDGE_UID = 10110
 
 ENV = dict(os.environ, DOCKER_HOST=DOCKER_HOST, DOCKER_BUILDKIT="0",
@@ -87,9 +88,12 @@ def run_sh(command, timeout):
 
 
 def build(image, dockerfile, context_dir=None):
-    """docker build, timed. context_dir None: the repository (work tree or git HEAD)."""
+    """docker build, timed. context_dir None: the repository (work tree or git
+    HEAD); dockerfile then relative to the repository root."""
     if image in _state["built"]:
         return
+    if context_dir is None and CONTEXT != "git":
+        dockerfile = os.path.join(ROOT, dockerfile)
     t0 = time.monotonic()
     args = ["build", "--network=host", "-t", image, "-f", dockerfile]
     if context_dir is not None:
@@ -130,7 +134,7 @@ def setUpModule():
         raise unittest.SkipTest("cannot make debian:bookworm-slim with debootstrap: "
                                 + out.strip()[-1500:])
     _state["times"]["base image"] = time.monotonic() - t0
-    build(IMAGE, "docker/Dockerfile" if CONTEXT == "git" else os.path.join(ROOT, "docker/Dockerfile"))
+    build(IMAGE, "docker/Dockerfile")
 
 
 def tearDownModule():
@@ -599,6 +603,77 @@ class ComposeStackTest(unittest.TestCase):
         pop.quit()
         for name, _ in replicas:
             stop_and_check(self, name)
+
+
+class PackageTest(unittest.TestCase):
+    """The .deb from CPack, installed with apt on Debian, and its systemd unit
+    (packaging/popbridge.service) run by a real systemd in a container."""
+
+    def exec(self, name, script, check=True, timeout=60):
+        return docker("exec", name, "bash", "-c", script, check=check, timeout=timeout)
+
+    def test_deb_and_systemd_unit(self):
+        with open(os.path.join(ROOT, "CMakeLists.txt")) as f:
+            if "include(CPack)" not in f.read():
+                self.skipTest("CMakeLists.txt has no install/CPack rules yet")
+        build(DEB_IMAGE, "tests/docker/deb.Dockerfile")
+        # systemd as PID 1 needs to mount (SYS_ADMIN) and a writable cgroup tree.
+        name = run_detached(
+            DEB_IMAGE, name=container_name("systemd"), network="none",
+            options=["--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
+                     "--tmpfs", "/run", "--tmpfs", "/run/lock",
+                     "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw"])
+        deadline = time.monotonic() + 60
+        while True:
+            state = self.exec(name, "systemctl is-system-running", check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            if time.monotonic() > deadline or not inspect(name)["State"]["Running"]:
+                self.skipTest("systemd does not boot in a container here (%s): %s"
+                              % (state, logs(name)[-1500:]))
+            time.sleep(0.5)
+
+        out = self.exec(name, "dpkg -L popbridge; dpkg-query -W -f='${Conffiles}\\n' popbridge; "
+                              "getent passwd popbridge").stdout
+        for path in ("/usr/sbin/popbridge", "/etc/popbridge/popbridge.toml",
+                     "/lib/systemd/system/popbridge.service"):
+            self.assertIn(path + "\n", out)
+        self.assertIn(" /etc/popbridge/popbridge.toml ", out)  # a conffile
+        self.assertIn("popbridge:x:", out)
+        self.assertIn("configuration OK", self.exec(
+            name, "/usr/sbin/popbridge --check-config /etc/popbridge/popbridge.toml").stdout)
+
+        # Port 110 as the popbridge user, through AmbientCapabilities.
+        self.exec(name, "sed -i 's/^address = \"127.0.0.1:1110\"/address = \"127.0.0.1:110\"/' "
+                        "/etc/popbridge/popbridge.toml && grep -q 127.0.0.1:110 "
+                        "/etc/popbridge/popbridge.toml && systemctl enable --now popbridge")
+        status = self.exec(name, "for i in $(seq 50); do systemctl is-active --quiet popbridge "
+                                 "&& (exec 3<>/dev/tcp/127.0.0.1/110) 2>/dev/null && break; "
+                                 "sleep 0.2; done; "
+                                 "exec 3<>/dev/tcp/127.0.0.1/110; IFS= read -r -t 5 l <&3; "
+                                 "echo \"$l\"; exec 3>&-; pid=$(systemctl show -p MainPID --value "
+                                 "popbridge); grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp):' "
+                                 "/proc/$pid/status").stdout
+        self.assertTrue(status.startswith("+OK"), status)
+        fields = dict(line.split(":", 1) for line in status.splitlines()[1:])
+        uid = self.exec(name, "id -u popbridge").stdout.strip()
+        self.assertEqual(fields["Uid"].split()[0], uid)
+        self.assertEqual(int(fields["CapEff"].strip(), 16), 1 << 10)  # CAP_NET_BIND_SERVICE only
+        self.assertEqual(fields["NoNewPrivs"].strip(), "1")
+        self.assertEqual(fields["Seccomp"].strip(), "2")  # SystemCallFilter
+
+        self.exec(name, "systemctl reload popbridge && systemctl is-active --quiet popbridge")
+        self.exec(name, "systemctl stop popbridge")
+        journal = self.exec(name, "journalctl -u popbridge --no-pager -o cat").stdout
+        self.assertIn("configuration OK", journal)  # ExecStartPre
+        self.assertIn("SIGHUP", journal)
+        self.assertIn("popbridge stopped", journal)
+        self.assertNotIn("Failed", journal)
+
+        self.exec(name, "DEBIAN_FRONTEND=noninteractive dpkg --purge popbridge", timeout=120)
+        self.assertEqual(self.exec(name, "ls /usr/sbin/popbridge /etc/popbridge "
+                                         "/lib/systemd/system/popbridge.service 2>/dev/null",
+                                   check=False).stdout, "")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # Installs everything a fresh Debian 12 needs to build popbridge and run all
 # of its tests: compiler and libraries, Dovecot (the IMAP upstream and the
 # POP3 reference the integration tests start privately), and the real POP3
-# clients the tests drive (curl, fetchmail, mpop).
+# clients the tests drive (curl, fetchmail, mpop), and HAProxy (the PROXY
+# protocol tests put it in front of popbridge).
 #
 # Idempotent: when every package is already installed it does nothing.
 # Set POPBRIDGE_FORCE_APT=1 to run apt-get anyway.
@@ -12,7 +13,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev libssl-dev libetpan-dev libtomlplusplus-dev libgtest-dev libsasl2-modules
   dovecot-imapd dovecot-pop3d
-  python3 curl fetchmail mpop
+  python3 curl fetchmail mpop haproxy
   openssl ca-certificates procps
 )
 

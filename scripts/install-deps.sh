@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything a fresh Debian 12 needs to build popbridge and run all
 # of its tests: compiler and libraries, Dovecot (the IMAP upstream and the
-# POP3 reference the integration tests start privately), and the real POP3
+# POP3 reference the integration tests start privately), the real POP3
 # clients the tests drive (curl, fetchmail, mpop), and HAProxy (the PROXY
 # protocol tests put it in front of popbridge).
 #

@@ -9,6 +9,7 @@
 
 #include "config/config.h"
 #include "proxy/server.h"
+#include "proxy/tls_stream.h"
 
 namespace {
 
@@ -22,6 +23,16 @@ std::optional<popbridge::Config> load_or_report(const std::string& path) {
   popbridge::ConfigResult result = popbridge::load_config_file(path);
   for (const std::string& error : result.errors) fprintf(stderr, "%s\n", error.c_str());
   return std::move(result.config);
+}
+
+// Readable is not enough: the certificate and key must load and match, as
+// they will at start-up and on every reload.
+bool tls_files_usable(const popbridge::Config& config, const std::string& path) {
+  if (!config.tls) return true;
+  std::string error;
+  if (popbridge::TlsContext::create(*config.tls, error)) return true;
+  fprintf(stderr, "%s: tls: %s\n", path.c_str(), error.c_str());
+  return false;
 }
 
 // A busy proxy holds two descriptors per session: use all we may.
@@ -46,7 +57,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (args.size() == 2 && args[0] == "--check-config") {
-    if (!load_or_report(args[1])) return 1;
+    auto config = load_or_report(args[1]);
+    if (!config || !tls_files_usable(*config, args[1])) return 1;
     printf("%s: configuration OK\n", args[1].c_str());
     return 0;
   }

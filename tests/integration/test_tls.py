@@ -281,7 +281,6 @@ class StlsTest(TlsTestCase):
                 c.send("USER %s\r\nPASS %s\r\n" % (self.user, self.password))
                 self.assertNotIn(b"+OK", c.read_until_closed())
 
-    @unittest.expectedFailure  # BUG: no close_notify; the TCP connection just ends
     def test_quit_over_tls_sends_close_notify(self):
         # Dovecot's POP3 sends a TLS close_notify after QUIT's reply;
         # openssl s_client reports "unexpected eof while reading" without it.
@@ -534,7 +533,6 @@ class CertificateConfigTest(TlsTestCase):
                 self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
                 self.assertIn(named, r.stderr)
 
-    @unittest.expectedFailure  # BUG: --check-config does not load the certificate and key
     def test_check_config_rejects_unusable_certificate(self):
         garbage = os.path.join(self.certs.dir, "garbage2.pem")
         with open(garbage, "w") as f:

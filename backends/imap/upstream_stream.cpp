@@ -297,15 +297,21 @@ namespace {
 std::string openssl_errors() {
   std::string text;
   while (unsigned long code = ERR_get_error()) {
-    if (!text.empty()) text += "; ";
-    const char* reason = ERR_reason_error_string(code);
-    if (reason != nullptr) {
-      text += reason;
+    std::string entry;
+    if (ERR_SYSTEM_ERROR(code)) {
+      entry = errno_text(ERR_GET_REASON(code));
+    } else if (ERR_GET_REASON(code) == ERR_R_SYS_LIB) {
+      continue;  // "system lib": the system error before it said it better
+    } else if (const char* reason = ERR_reason_error_string(code)) {
+      entry = reason;
     } else {
       char buffer[256];
       ERR_error_string_n(code, buffer, sizeof buffer);
-      text += buffer;
+      entry = buffer;
     }
+    if (text.find(entry) != std::string::npos) continue;
+    if (!text.empty()) text += "; ";
+    text += entry;
   }
   return text.empty() ? "unknown error" : text;
 }
@@ -483,6 +489,10 @@ std::shared_ptr<const UpstreamTls> UpstreamTls::create(bool verify, const std::s
   }
   // The CA store, loaded here once for every connection of this upstream.
   if (!ca_file.empty()) {
+    if (access(ca_file.c_str(), R_OK) != 0) {
+      *error = "cannot read CA file " + ca_file + ": " + errno_text(errno);
+      return nullptr;
+    }
     if (SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr) != 1) {
       *error = "cannot load CA certificates from " + ca_file + ": " + openssl_errors();
       return nullptr;

@@ -462,7 +462,8 @@ class Popbridge:
                  connect_timeout="5s", command_timeout="30s",
                  hide_keyword=HIDE_KEYWORD, auth_failure_delay="0s", port=None,
                  extra="", listeners=(), tls=None, allow_plaintext_auth=None,
-                 server_extra=""):
+                 server_extra="", upstream_tls="none", upstream_hosts=None,
+                 upstream_extra=""):
         """listeners: more [[listener]]s after the plaintext one on self.port,
         each a dict with "tls" ("none", "starttls", "implicit"), optional
         "proxy_protocol", "trusted_proxies", "port" and "name" (default: its
@@ -471,7 +472,12 @@ class Popbridge:
         ciphers); None leaves it out.
         allow_plaintext_auth: [server] allow_plaintext_auth; None leaves it out.
         server_extra: more "key = value" lines for [server] (e.g.
-        max_sessions, shutdown_grace, log_format); extra goes after [mailbox]."""
+        max_sessions, shutdown_grace, log_format); extra goes after [mailbox].
+        upstream_tls: [[upstream]] tls ("none", "starttls", "implicit").
+        upstream_hosts: a list of "host:port" for [[upstream]] hosts, used
+        instead of upstream_host and upstream_port (which are then ignored).
+        upstream_extra: more "key = value" lines for [[upstream]] (e.g.
+        verify, ca_file)."""
         self.bin = popbridge_bin()
         if not self.bin:
             raise unittest.SkipTest("POPBRIDGE_BIN is not set and no build*/proxy/popbridge exists")
@@ -510,9 +516,9 @@ class Popbridge:
             "%s"
             "\n[[upstream]]\n"
             'name = "main"\n'
-            "host = %s\n"
-            "port = %d\n"
-            'tls = "none"\n'
+            "%s"
+            "tls = %s\n"
+            "%s"
             "folder = %s\n"
             "connect_timeout = %s\n"
             "command_timeout = %s\n"
@@ -523,8 +529,10 @@ class Popbridge:
         ) % (toml_str(idle_timeout), toml_str(log_level),
              ("" if auth_failure_delay is None
               else "auth_failure_delay = %s\n" % toml_str(auth_failure_delay)) + server_more,
-             toml_str("127.0.0.1:%d" % self.port), more, toml_str(upstream_host),
-             upstream_port, toml_str(folder), toml_str(connect_timeout),
+             toml_str("127.0.0.1:%d" % self.port), more,
+             ("hosts = %s\n" % toml_value(list(upstream_hosts)) if upstream_hosts is not None
+              else "host = %s\nport = %d\n" % (toml_str(upstream_host), upstream_port)),
+             toml_str(upstream_tls), upstream_extra, toml_str(folder), toml_str(connect_timeout),
              toml_str(command_timeout), toml_str(hide_keyword), extra)
         with open(self.config_path, "w") as f:
             f.write(self.config_text)

@@ -48,7 +48,7 @@ std::shared_ptr<Runtime> Server::make_runtime(Config config) {
       log::warn("upstream ", upstream.name, ": verify = false: the IMAP server's certificate is "
                 "NOT checked; passwords can be intercepted");
   }
-  runtime->backend = std::make_unique<ImapBackend>(loop_, config.upstreams.front(), config.mailbox,
+  runtime->backend = std::make_unique<ImapBackend>(loop_, config.upstreams, config.mailbox,
                                                    config.server.upstream_threads);
   runtime->config = std::move(config);
   return runtime;

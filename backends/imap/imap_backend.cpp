@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "backends/imap/imap_session.h"
+#include "backends/imap/router.h"
 #include "backends/imap/worker_pool.h"
 #include "common/log.h"
 
@@ -63,12 +64,10 @@ class ImapMailbox final : public Mailbox {
   }
 
   void commit(CommitRequest request, CommitHandler done) override {
-    // Empty: no upstream command, but still through the strand so that the
-    // handler runs later, in order, like every other.
+    // Even an empty one goes through the strand so that the handler runs
+    // later, in order, like every other (retention may still have work).
     strand_->post(
-        [session = session_, uids = std::move(request.deleted)] {
-          return uids.empty() ? Status{} : session->hide(uids);
-        },
+        [session = session_, request = std::move(request)] { return session->commit(request); },
         [done = std::move(done)](Status status) { done(std::move(status)); });
   }
 
@@ -80,10 +79,23 @@ class ImapMailbox final : public Mailbox {
 
 }  // namespace
 
+ImapBackend::ImapBackend(uv_loop_t* loop, std::vector<UpstreamConfig> upstreams,
+                         MailboxConfig mailbox, unsigned threads)
+    : upstreams_(std::move(upstreams)),
+      mailbox_(std::move(mailbox)),
+      pool_(std::make_unique<imap::WorkerPool>(loop, threads)) {
+  for (const UpstreamConfig& upstream : upstreams_) {
+    UpstreamConfig wire = upstream;
+    // The folder as SELECT sends it (UTF-8 names in modified UTF-7).
+    wire.folder = imap::imap_folder_name(upstream.folder).value_or(upstream.folder);
+    settings_.push_back(imap::make_imap_settings(std::move(wire), mailbox_));
+  }
+}
+
 ImapBackend::ImapBackend(uv_loop_t* loop, UpstreamConfig upstream, MailboxConfig mailbox,
                          unsigned threads)
-    : settings_(imap::make_imap_settings(std::move(upstream), std::move(mailbox))),
-      pool_(std::make_unique<imap::WorkerPool>(loop, threads)) {}
+    : ImapBackend(loop, std::vector<UpstreamConfig>{std::move(upstream)}, std::move(mailbox),
+                  threads) {}
 
 ImapBackend::~ImapBackend() { shutdown(); }
 
@@ -91,17 +103,35 @@ void ImapBackend::shutdown() { pool_->shutdown(); }
 
 void ImapBackend::login(const Credentials& credentials, LoginHandler done) {
   auto strand = pool_->make_strand();
-  auto session = std::make_shared<ImapSession>(settings_, next_connection_id_++);
-  std::string key = settings_->upstream.name + '\n' + lower_ascii(credentials.user) + '\n' +
-                    settings_->upstream.folder;
+  imap::Route route = imap::route_login(upstreams_, mailbox_, credentials.user);
+  if (!route.status.ok()) {
+    log::debug("login ", credentials.user, " not routed: ", route.status.detail);
+    // Through the strand all the same: a handler never runs before login() returns.
+    strand->post([status = std::move(route.status)] { return LoginResult{status, Snapshot{}}; },
+                 [done = std::move(done)](LoginResult result) {
+                   done(std::move(result.status), nullptr, Snapshot{});
+                 });
+    return;
+  }
+  const auto& settings = settings_[route.upstream];
+  auto session = std::make_shared<ImapSession>(settings, next_connection_id_++);
+  session->set_folder(route.folder);
+  // Same upstream, IMAP user and folder: same key (INBOX in any case).
+  std::string key = settings->upstream.name + '\n' + lower_ascii(route.imap_user) + '\n' +
+                    imap::folder_key(route.folder);
+  if (upstreams_.size() > 1 || route.imap_user != credentials.user) {
+    log::debug("login ", credentials.user, " -> upstream ", settings->upstream.name, " as ",
+               route.imap_user, ", folder ", route.folder);
+  }
   strand->post(
-      [session, credentials = Credentials(credentials)]() mutable {
+      [session, credentials = Credentials{std::move(route.imap_user), credentials.password}]() mutable {
         LoginResult result;
         result.status = ImapSession::check_credentials(credentials);
         if (result.status.ok()) result.status = session->connect();
         if (result.status.ok()) result.status = session->login(credentials);
         // This copy of the password is not needed any more.
         OPENSSL_cleanse(credentials.password.data(), credentials.password.size());
+        if (result.status.ok()) result.status = session->check_extensions();
         if (result.status.ok()) result.status = session->snapshot(&result.snapshot);
         if (!result.status.ok()) session->logout(kLogoutTimeout);
         return result;

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include <uv.h>
 
@@ -31,8 +32,13 @@ struct ImapSettings;
 
 namespace popbridge {
 
+// With several upstreams, each login is routed by imap/router.h (the
+// user's domain picks the upstream; username "local" drops the domain;
+// folder_separator picks the folder); all share one pool of `threads`.
 class ImapBackend final : public Backend {
  public:
+  ImapBackend(uv_loop_t* loop, std::vector<UpstreamConfig> upstreams, MailboxConfig mailbox,
+              unsigned threads);
   ImapBackend(uv_loop_t* loop, UpstreamConfig upstream, MailboxConfig mailbox, unsigned threads);
   // Calls shutdown() if it was not called.
   ~ImapBackend() override;
@@ -41,7 +47,9 @@ class ImapBackend final : public Backend {
   void shutdown() override;
 
  private:
-  std::shared_ptr<const imap::ImapSettings> settings_;
+  std::vector<UpstreamConfig> upstreams_;  // for routing
+  MailboxConfig mailbox_;
+  std::vector<std::shared_ptr<const imap::ImapSettings>> settings_;  // one per upstream
   std::unique_ptr<imap::WorkerPool> pool_;
   uint64_t next_connection_id_ = 1;
 };

@@ -19,9 +19,6 @@ namespace {
 
 // libetpan's buffer between the parser and our driver.
 constexpr size_t kStreamBufferSize = 64 * 1024;
-// Keeps each UID STORE line far below servers' line limits (Dovecot: 64 KB)
-// even when thousands of scattered UIDs do not compact into ranges.
-constexpr size_t kMaxRangesPerStore = 1000;
 
 // A greeting longer than this is not an IMAP server talking.
 constexpr size_t kMaxGreeting = 16 * 1024;
@@ -419,52 +416,7 @@ Status ImapSession::authenticate_plain(const Credentials& credentials) {
   return status;
 }
 
-Status ImapSession::snapshot(Snapshot* snapshot) {
-  if (broken_ || imap_ == nullptr) return {UpstreamError::kUnavailable, "SELECT: not connected"};
-  const std::string& folder = settings_->upstream.folder;
-  int rc = mailimap_select(imap_, folder.c_str());
-  Status status = outcome(rc, "SELECT " + folder, MAILIMAP_ERROR_SELECT,
-                          UpstreamError::kNoMailbox, UpstreamError::kNoMailbox);
-  if (!status.ok()) return status;
-
-  snapshot->messages.clear();
-  snapshot->uidvalidity = 0;
-  uint32_t exists = 0;
-  if (imap_->imap_selection_info != nullptr) {
-    snapshot->uidvalidity = imap_->imap_selection_info->sel_uidvalidity;
-    exists = imap_->imap_selection_info->sel_exists;
-  }
-  if (exists == 0) return {};
-
-  mailimap_fetch_type* type = mailimap_fetch_type_new_fetch_att_list_empty();
-  mailimap_set* set = mailimap_set_new_interval(1, 0);  // 1:*
-  if (type == nullptr || set == nullptr ||
-      mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_uid()) != 0 ||
-      mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_rfc822_size()) != 0 ||
-      mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_flags()) != 0) {
-    if (type != nullptr) mailimap_fetch_type_free(type);
-    if (set != nullptr) mailimap_set_free(set);
-    return lost("FETCH 1:*", "out of memory");
-  }
-  clist* result = nullptr;
-  rc = mailimap_fetch(imap_, set, type, &result);
-  mailimap_set_free(set);
-  mailimap_fetch_type_free(type);
-  status = outcome(rc, "FETCH 1:* (UID RFC822.SIZE FLAGS)", MAILIMAP_ERROR_FETCH,
-                   UpstreamError::kRefused, UpstreamError::kRefused);
-  if (!status.ok()) return status;  // libetpan freed the list itself
-
-  SnapshotScan scan = scan_snapshot(result, settings_->mailbox.hide_keyword);
-  mailimap_fetch_list_free(result);
-  for (uint32_t number : scan.incomplete) {
-    log::warn(name_, " FETCH: message ", number, " came without UID or size; skipped");
-  }
-  snapshot->messages = std::move(scan.visible);
-  const size_t hidden = scan.hidden;
-  log::debug(name_, " snapshot: uidvalidity ", snapshot->uidvalidity, ", ", exists, " exist, ",
-             snapshot->messages.size(), " visible, ", hidden, " hidden");
-  return {};
-}
+// snapshot(), hide() and the commit policies: imap_policy.cpp.
 
 Status ImapSession::fetch(uint32_t uid, uint64_t offset, uint64_t length, std::string* data) {
   data->clear();
@@ -514,53 +466,6 @@ Status ImapSession::fetch(uint32_t uid, uint64_t offset, uint64_t length, std::s
   if (!found) {
     log::debug(name_, " ", command, ": no such message");
     return {UpstreamError::kMessageGone, command + ": no such message (expunged?)"};
-  }
-  return {};
-}
-
-Status ImapSession::hide(const std::vector<uint32_t>& uids) {
-  const std::vector<UidRange> ranges = compact_uids(uids);
-  if (ranges.empty()) return {};
-  const std::string& keyword = settings_->mailbox.hide_keyword;
-  for (size_t begin = 0; begin < ranges.size(); begin += kMaxRangesPerStore) {
-    const size_t end = std::min(ranges.size(), begin + kMaxRangesPerStore);
-    const std::string command =
-        "UID STORE " +
-        format_uid_set(std::vector<UidRange>(ranges.begin() + begin, ranges.begin() + end)) +
-        " +FLAGS.SILENT (" + keyword + ")";
-    if (broken_ || imap_ == nullptr) {
-      return {UpstreamError::kUnavailable, command + ": not connected"};
-    }
-    mailimap_set* set = make_imap_set(ranges, begin, end);
-    mailimap_flag_list* flags = mailimap_flag_list_new_empty();
-    char* keyword_copy = strdup(keyword.c_str());
-    mailimap_flag* flag = keyword_copy != nullptr ? mailimap_flag_new_flag_keyword(keyword_copy)
-                                                  : nullptr;
-    if (flag == nullptr) free(keyword_copy);
-    if (flags != nullptr && flag != nullptr && mailimap_flag_list_add(flags, flag) != 0) {
-      mailimap_flag_free(flag);
-      flag = nullptr;
-    }
-    mailimap_store_att_flags* store =
-        flags != nullptr && flag != nullptr ? mailimap_store_att_flags_new_add_flags_silent(flags)
-                                            : nullptr;
-    if (set == nullptr || store == nullptr) {
-      if (set != nullptr) mailimap_set_free(set);
-      if (store != nullptr) {
-        mailimap_store_att_flags_free(store);
-      } else if (flags != nullptr) {
-        mailimap_flag_list_free(flags);  // owns `flag` if it was added
-      } else if (flag != nullptr) {
-        mailimap_flag_free(flag);
-      }
-      return lost(command, "out of memory");
-    }
-    int rc = mailimap_uid_store(imap_, set, store);
-    mailimap_set_free(set);
-    mailimap_store_att_flags_free(store);
-    Status status = outcome(rc, command, MAILIMAP_ERROR_UID_STORE, UpstreamError::kRefused,
-                            UpstreamError::kRefused);
-    if (!status.ok()) return status;
   }
   return {};
 }

@@ -14,9 +14,11 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/imap/uid_set.h"
 #include "config/config.h"
 
 typedef struct mailimap mailimap;
+struct mailimap_search_key;
 
 namespace popbridge::imap {
 
@@ -59,12 +61,30 @@ class ImapSession {
   // LOGIN, or AUTHENTICATE PLAIN for 8-bit credentials (when the server
   // offers it) or when the server advertises LOGINDISABLED.
   Status login(const Credentials& credentials);
-  // SELECT the folder, then one FETCH 1:* (UID RFC822.SIZE FLAGS).
+  // ---- imap_policy.cpp: the folder, the snapshot and QUIT's commit ----
+
+  // The folder snapshot() selects, as sent (default: upstream.folder).
+  void set_folder(std::string folder) { folder_ = std::move(folder); }
+  const std::string& folder() const { return folder_; }
+  // After login: the extensions the mailbox policy needs (UIDPLUS for
+  // "expunge"; MOVE or UIDPLUS for "move"; the same for retention_action
+  // when retention_days > 0). Asks CAPABILITY again when the list known so
+  // far lacks them (servers often list them only after login). kRefused
+  // when the server does not have them: never a plain EXPUNGE instead.
+  Status check_extensions();
+  // SELECT the folder, then FETCH 1:* (UID RFC822.SIZE FLAGS); with
+  // visible = "unseen" or max_messages, UID SEARCH [UNSEEN] UNKEYWORD <hide
+  // keyword> first and UID FETCH only the oldest max_messages of those.
   Status snapshot(Snapshot* snapshot);
-  // UID FETCH uid (BODY.PEEK[]<offset.length>): never sets \Seen.
-  Status fetch(uint32_t uid, uint64_t offset, uint64_t length, std::string* data);
+  // QUIT: \Seen on `retrieved` (mark_seen_on_retr), the delete policy on
+  // `deleted`, then retention (whose failure is logged, not returned).
+  // Nothing is ever expunged but the given (or retention's) UIDs.
+  Status commit(const Mailbox::CommitRequest& request);
   // UID STORE <set> +FLAGS.SILENT (<hide keyword>).
   Status hide(const std::vector<uint32_t>& uids);
+
+  // UID FETCH uid (BODY.PEEK[]<offset.length>): never sets \Seen.
+  Status fetch(uint32_t uid, uint64_t offset, uint64_t length, std::string* data);
   // LOGOUT waiting at most `timeout` if the connection is healthy, then
   // frees everything. Safe to call twice.
   void logout(std::chrono::milliseconds timeout);
@@ -86,11 +106,39 @@ class ImapSession {
   Status request_capabilities();
   void close_now();
 
+  // ---- imap_policy.cpp ----
+  enum class Removal { kMove, kExpunge };
+  // UID STORE <set> +FLAGS.SILENT / -FLAGS.SILENT (flags), in commands of
+  // at most kMaxRangesPerCommand ranges, retried without vanished UIDs.
+  Status store(const std::vector<uint32_t>& uids, bool add, const std::vector<std::string>& flags);
+  // Moves (to move_to) or expunges exactly `uids`, see imap_policy.cpp.
+  Status remove(const std::vector<uint32_t>& uids, Removal how, const char* why);
+  Status transfer(const std::vector<uint32_t>& uids, bool move);
+  Status uid_expunge(const std::vector<uint32_t>& uids);
+  Status retention();
+  // UID SEARCH <key>: takes ownership of `key`.
+  Status uid_search(mailimap_search_key* key, const std::string& command,
+                    std::vector<uint32_t>* uids);
+  // Which UIDs of `ranges` still exist (NOOP, then UID SEARCH UID <set>).
+  Status existing(const std::vector<UidRange>& ranges, std::vector<uint32_t>* alive);
+  // Which of `uids` carry \Deleted now (UID SEARCH UID <set> DELETED).
+  Status flagged_deleted(const std::vector<uint32_t>& uids, std::vector<uint32_t>* flagged);
+  // Runs op(chunk) on chunks of `uids`; when the server refuses one, drops
+  // the UIDs that vanished (expunged by another client) and tries again.
+  template <typename Op>
+  Status on_existing(const std::vector<uint32_t>& uids, const std::string& what, Op op);
+  Status fetch_snapshot(const std::vector<uint32_t>* uids, Snapshot* snapshot);
+
   std::shared_ptr<const ImapSettings> settings_;
   std::string name_;  // "imap#12 alice@host:143", for logs
   mailimap* imap_ = nullptr;
   UpstreamStream* stream_ = nullptr;  // owned by imap_'s mailstream
   bool broken_ = false;
+
+  // imap_policy.cpp's state. folder_ is initialised after settings_, which
+  // is declared before it.
+  std::string folder_ = settings_->upstream.folder;
+  bool created_move_to_ = false;            // CREATE after [TRYCREATE] is tried once
 };
 
 }  // namespace popbridge::imap

@@ -463,7 +463,7 @@ class Popbridge:
                  hide_keyword=HIDE_KEYWORD, auth_failure_delay="0s", port=None,
                  extra="", listeners=(), tls=None, allow_plaintext_auth=None,
                  server_extra="", upstream_tls="none", upstream_hosts=None,
-                 upstream_extra=""):
+                 upstream_extra="", on_delete="hide"):
         """listeners: more [[listener]]s after the plaintext one on self.port,
         each a dict with "tls" ("none", "starttls", "implicit"), optional
         "proxy_protocol", "trusted_proxies", "port" and "name" (default: its
@@ -477,7 +477,8 @@ class Popbridge:
         upstream_hosts: a list of "host:port" for [[upstream]] hosts, used
         instead of upstream_host and upstream_port (which are then ignored).
         upstream_extra: more "key = value" lines for [[upstream]] (e.g.
-        verify, ca_file)."""
+        verify, ca_file).
+        on_delete: [mailbox] on_delete; other [mailbox] keys go in extra."""
         self.bin = popbridge_bin()
         if not self.bin:
             raise unittest.SkipTest("POPBRIDGE_BIN is not set and no build*/proxy/popbridge exists")
@@ -523,7 +524,7 @@ class Popbridge:
             "connect_timeout = %s\n"
             "command_timeout = %s\n"
             "\n[mailbox]\n"
-            'on_delete = "hide"\n'
+            "on_delete = %s\n"
             "hide_keyword = %s\n"
             "%s"
         ) % (toml_str(idle_timeout), toml_str(log_level),
@@ -533,7 +534,7 @@ class Popbridge:
              ("hosts = %s\n" % toml_value(list(upstream_hosts)) if upstream_hosts is not None
               else "host = %s\nport = %d\n" % (toml_str(upstream_host), upstream_port)),
              toml_str(upstream_tls), upstream_extra, toml_str(folder), toml_str(connect_timeout),
-             toml_str(command_timeout), toml_str(hide_keyword), extra)
+             toml_str(command_timeout), toml_str(on_delete), toml_str(hide_keyword), extra)
         with open(self.config_path, "w") as f:
             f.write(self.config_text)
 

@@ -1140,7 +1140,9 @@ class Bench:
                  "workloads; order rotated every round); run took %.0f s"
                  % (p["rounds"], p["rounds_heavy"], elapsed))
         if self.machine_load:
-            L.append("- other load on this shared machine during the run: %s" % self.machine_load)
+            L.append("- other load on this shared machine during the run: %s; the benchmark's "
+                     "processes ran at nice %d" % (self.machine_load,
+                                                   os.getpriority(os.PRIO_PROCESS, 0)))
         L.append("- command: `python3 bench/run.py%s`" % "".join(
             " " + a for a in self.args.argv if a is not None))
         L.append("")
@@ -1344,6 +1346,9 @@ def main():
     ap.add_argument("--only", help="comma-separated workloads (bulk-pipelined, bulk-sequential, big, "
                                    "logins-seq, logins-par, open, sessions)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--nice", type=int, default=-10,
+                    help="scheduling priority of everything the benchmark runs (default -10, so that "
+                         "other people's builds on a shared machine disturb it less; 0 to leave it)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                     help="on a shared machine: first wait up to S seconds until other processes "
                          "use less than a quarter of a core (measured over 5 s)")
@@ -1378,6 +1383,11 @@ def main():
     if os.geteuid() != 0:
         ap.error("run as root (Dovecot's mail processes switch to an unprivileged user)")
 
+    if args.nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by every child
+        except OSError as e:
+            log("cannot set priority %d: %s" % (args.nice, e))
     if args.wait_quiet > 0:
         wait_quiet(args.wait_quiet)
     t0 = time.monotonic()

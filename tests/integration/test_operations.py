@@ -175,6 +175,12 @@ class OpsTestCase(Pop3TestCase):
     def auth_plain(self, c, user, password):
         return c.cmd("AUTH PLAIN " + self.secret(plain_b64(user, password)))
 
+    def src(self, *args, **kw):
+        """SrcPop3, closed after the test."""
+        c = SrcPop3(*args, **kw)
+        self._conns.append(c)
+        return c
+
     def new_popbridge(self, **options):
         """A popbridge of this test's own, in front of the class's Dovecot."""
         pb = Popbridge(self.dovecot.imap_port, **options).start()
@@ -322,15 +328,15 @@ class ProxyProtocolTest(OpsTestCase):
         port = self.popbridge.ports["proxy"]
         start = self.popbridge.log_size()
         hdr = lambda ip, p: b"PROXY TCP4 %s 127.0.0.1 %d 110\r\n" % (ip, p)
-        a = SrcPop3(port, preamble=hdr(b"198.51.100.7", 40001))
-        b = SrcPop3(port, preamble=hdr(b"198.51.100.7", 40002))
+        a = self.src(port, preamble=hdr(b"198.51.100.7", 40001))
+        b = self.src(port, preamble=hdr(b"198.51.100.7", 40002))
         self.assertTrue(a.greeting.startswith(b"+OK"), a.greeting)
         self.assertTrue(b.greeting.startswith(b"+OK"), b.greeting)
-        c = SrcPop3(port, preamble=hdr(b"198.51.100.7", 40003))
+        c = self.src(port, preamble=hdr(b"198.51.100.7", 40003))
         self.assertEqual(c.greeting, TOO_MANY)
         self.assertEqual(c.read_until_closed(), b"")
         c.close()
-        d = SrcPop3(port, preamble=hdr(b"198.51.100.8", 40004))
+        d = self.src(port, preamble=hdr(b"198.51.100.8", 40004))
         self.assertTrue(d.greeting.startswith(b"+OK"), d.greeting)
         # The real client is not on loopback: no plaintext login for it
         # (allow_plaintext_auth = false), though the balancer is.
@@ -344,7 +350,7 @@ class ProxyProtocolTest(OpsTestCase):
         self.assertIn("198.51.100.7:40003 refused: max_sessions_per_ip", self.popbridge.read_log(start))
 
     def test_garbage_instead_of_header_is_closed(self):
-        c = SrcPop3(self.popbridge.ports["proxy"], preamble=b"USER alice\r\n",
+        c = self.src(self.popbridge.ports["proxy"], preamble=b"USER alice\r\n",
                     read_greeting=False)
         self.assertTrue(closed_without_data(c.sock))
         c.close()
@@ -364,7 +370,7 @@ class ProxyProtocolTest(OpsTestCase):
                 self.assertTrue(closed_without_data(s))
                 s.close()
         # 127.0.0.21 is loopback but not in 127.0.0.1/32 on the other one.
-        c = SrcPop3(self.popbridge.ports["proxy"], source="127.0.0.21", read_greeting=False,
+        c = self.src(self.popbridge.ports["proxy"], source="127.0.0.21", read_greeting=False,
                     preamble=b"PROXY TCP4 198.51.100.9 127.0.0.1 40000 110\r\n")
         self.assertTrue(closed_without_data(c.sock))
         c.close()
@@ -372,7 +378,7 @@ class ProxyProtocolTest(OpsTestCase):
         self.assertIn("refused: not a trusted proxy", self.pb_untrusted.read_log(start))
         # The plain listener of that popbridge still serves.
         user, pw = self.dovecot.new_user()
-        c = Pop3(self.pb_untrusted.port)
+        c = self.connect(self.pb_untrusted.port)
         self.assertOk(c.login(user, pw))
         self.assertOk(c.quit())
 
@@ -471,7 +477,7 @@ class LimitsTest(OpsTestCase):
         wait_until(lambda: self.open_sessions() == n, what="sessions_open == %d" % n)
 
     def refused(self, source):
-        c = SrcPop3(self.pop3_port, source=source)
+        c = self.src(self.pop3_port, source=source)
         self.assertEqual(c.greeting, TOO_MANY)
         self.assertEqual(c.read_until_closed(), b"")
         c.close()
@@ -481,13 +487,13 @@ class LimitsTest(OpsTestCase):
         self.dovecot.seed(user, b"Subject: limits\r\n\r\nbody\r\n")
         start = self.popbridge.log_size()
         self.wait_open(0)  # the harness's readiness probe is gone
-        a1 = SrcPop3(self.pop3_port, "127.0.0.1")
-        a2 = SrcPop3(self.pop3_port, "127.0.0.1")
+        a1 = self.src(self.pop3_port, "127.0.0.1")
+        a2 = self.src(self.pop3_port, "127.0.0.1")
         self.assertTrue(a1.greeting.startswith(b"+OK"), a1.greeting)
         self.assertTrue(a2.greeting.startswith(b"+OK"), a2.greeting)
         self.refused("127.0.0.1")           # third from one IP
         self.wait_open(2)
-        b1 = SrcPop3(self.pop3_port, "127.0.0.2")
+        b1 = self.src(self.pop3_port, "127.0.0.2")
         self.assertTrue(b1.greeting.startswith(b"+OK"), b1.greeting)
         self.refused("127.0.0.3")           # fourth in all
         self.wait_open(3)
@@ -497,7 +503,7 @@ class LimitsTest(OpsTestCase):
         # Freeing one admits one more.
         a1.close()
         self.wait_open(2)
-        c1 = SrcPop3(self.pop3_port, "127.0.0.3")
+        c1 = self.src(self.pop3_port, "127.0.0.3")
         self.assertTrue(c1.greeting.startswith(b"+OK"), c1.greeting)
         for c in (a2, b1, c1):
             self.assertOk(c.quit())
@@ -524,7 +530,7 @@ class AuthDelayTest(OpsTestCase):
         user, pw = self.dovecot.new_user()
         self.dovecot.seed(user, b"Subject: d\r\n\r\nd\r\n")
         ip = "127.0.0.9"
-        a = SrcPop3(self.pop3_port, ip)
+        a = self.src(self.pop3_port, ip)
         for n, least in enumerate((0.3, 0.6), 1):
             r, took = self.timed_login(a, user, self.secret("Wrong-Secret-%d" % n))
             self.assertTrue(r.startswith(b"-ERR [AUTH]"), r)
@@ -538,7 +544,7 @@ class AuthDelayTest(OpsTestCase):
         # Only once the failure is counted (its delay running): a success
         # from the IP would reset the doubling.
         wait_log(self.popbridge, "pop3 %s: login failed" % a.local, log_start)
-        b = SrcPop3(self.pop3_port, ip)
+        b = self.src(self.pop3_port, ip)
         self.assertOk(b.login(user, pw))
         self.assertEqual(b.multi("RETR 1")[1], b"Subject: d\r\n\r\nd\r\n")
         self.assertOk(b.quit())
@@ -669,10 +675,10 @@ class ShutdownTest(OpsTestCase):
     def test_quit_within_grace_is_committed(self):
         pb = self.start_own("20s")
         user, pw = self.user_with(2)
-        s = Pop3(pb.port)
+        s = self.connect(pb.port)
         self.assertOk(s.login(user, pw))
         self.assertOk(s.cmd("DELE 1"))
-        unauth = Pop3(pb.port)
+        unauth = self.connect(pb.port)
         self.sigterm(pb)
         # Not logged in: closed at once. New connections: refused.
         self.assertEqual(unauth.read_until_closed(timeout=10), b"")
@@ -694,7 +700,7 @@ class ShutdownTest(OpsTestCase):
     def test_grace_over_closes_without_commit(self):
         pb = self.start_own("500ms")
         user, pw = self.user_with(2)
-        s = Pop3(pb.port)
+        s = self.connect(pb.port)
         self.assertOk(s.login(user, pw))
         self.assertOk(s.cmd("DELE 1"))
         self.assertOk(s.cmd("DELE 2"))
@@ -709,7 +715,7 @@ class ShutdownTest(OpsTestCase):
         self.assertIn("ended=shutdown", line[0])
         # Nothing committed, so a new popbridge lists both again.
         pb2 = self.start_own("1s")
-        c = Pop3(pb2.port)
+        c = self.connect(pb2.port)
         self.assertOk(c.login(user, pw))
         self.assertEqual(c.cmd("STAT")[:6], b"+OK 2 ")
         self.assertOk(c.quit())
@@ -736,6 +742,7 @@ class SlowReaderTest(OpsTestCase):
         s.connect(("127.0.0.1", self.pop3_port))
         slow = Pop3.__new__(Pop3)
         slow.sock, slow.buf = s, b""
+        self._conns.append(slow)
         self.assertTrue(slow.readline().startswith(b"+OK"))
         self.assertOk(slow.login(slow_user, slow_pw))
         slow.send("RETR 1\r\n")   # ... and never read

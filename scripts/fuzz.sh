@@ -5,7 +5,7 @@
 #   scripts/fuzz.sh --ci                    every target 60 s (about 5 min)
 #   FUZZ_PARALLEL=2 scripts/fuzz.sh 600     run that many targets at once
 #   FUZZ_BUILD_DIR=...                      build tree (default build-fuzz)
-#   FUZZ_IGNORE_KNOWN=idle-in-update,toml-unreachable
+#   FUZZ_IGNORE_KNOWN=toml-unreachable[,idle-in-update]
 #                                           skip the checks for known, reported
 #                                           bugs (tests/fuzz/regressions/*/README.md)
 #

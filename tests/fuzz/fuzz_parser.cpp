@@ -10,7 +10,8 @@
 // random splits, byte by byte) and equal those of a straightforward reference
 // model of the documented behaviour; every line returned obeys the limit and
 // holds no CR, LF or NUL; after draining, at most max_line-1 octets stay
-// buffered; parse_command and parse_number agree with reference versions.
+// buffered; peek_lines() shows exactly the plain lines next() returns next;
+// parse_command and parse_number agree with reference versions.
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -40,13 +41,29 @@ void check_line(const LineParser& parser, const LineParser::Event& e) {
              "line with CR/LF/NUL: %s", show(e.line).c_str());
 }
 
-void drain(LineParser& parser, std::vector<Ev>& out) {
+// peek_lines(max) must show exactly the plain lines that next() returns
+// next, stopping at the first event that is not one (or at max).
+void drain(LineParser& parser, std::vector<Ev>& out, size_t peek = 3) {
+  std::vector<std::string> peeked;
+  for (std::string_view line : parser.peek_lines(peek)) peeked.emplace_back(line);
+  FUZZ_CHECK(peeked.size() <= peek, "peek_lines(%zu) gave %zu lines", peek, peeked.size());
+  const size_t first = out.size();
   for (;;) {
     const LineParser::Event e = parser.next();
     if (e.kind == LineParser::Kind::kNeedMore) break;
     check_line(parser, e);
     out.push_back({e.kind, std::string(e.line)});
     FUZZ_CHECK(out.size() < 1000000, "runaway events");
+  }
+  for (size_t i = 0; i < peeked.size(); ++i) {
+    FUZZ_CHECK(first + i < out.size() && out[first + i].kind == LineParser::Kind::kLine &&
+                   out[first + i].line == peeked[i],
+               "peek_lines()[%zu] = %s is not what next() returned", i, show(peeked[i]).c_str());
+  }
+  if (peeked.size() < peek && first + peeked.size() < out.size()) {
+    FUZZ_CHECK(out[first + peeked.size()].kind != LineParser::Kind::kLine,
+               "peek_lines(%zu) stopped after %zu lines before the plain line %s", peek,
+               peeked.size(), show(out[first + peeked.size()].line).c_str());
   }
   // Nothing complete is left: only the partial line (shorter than the limit).
   FUZZ_CHECK(parser.buffered() < parser.max_line() || parser.max_line() == 0,
@@ -181,10 +198,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         FUZZ_CHECK(parser.buffered() == 0, "discard left %zu", parser.buffered());
         FUZZ_CHECK(parser.next().kind == LineParser::Kind::kNeedMore, "event after discard");
       }
-      // Pull a few events, or all of them.
+      // Pull a few events, or all of them; peek_lines() first must agree.
       const size_t pulls = (r >> 8) & 3;
+      std::vector<std::string> peeked;
+      for (std::string_view line : parser.peek_lines((r >> 11) & 7)) peeked.emplace_back(line);
+      bool plain = true;  // only plain lines so far
       for (size_t i = 0; i < pulls || ((r >> 10) & 1); ++i) {
         const LineParser::Event e = parser.next();
+        if (i < peeked.size() && plain) {
+          FUZZ_CHECK(e.kind == LineParser::Kind::kLine && e.line == peeked[i],
+                     "peek_lines()[%zu] = %s, next() differs", i, show(peeked[i]).c_str());
+        }
+        plain &= e.kind == LineParser::Kind::kLine;
         if (e.kind == LineParser::Kind::kNeedMore) break;
         check_line(parser, e);
         if (e.kind == LineParser::Kind::kLine) {
@@ -224,7 +249,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const size_t n = std::min(split.chunk(), in.size() - pos);
       parser.feed(in.substr(pos, n));
       pos += n;
-      drain(parser, events);
+      drain(parser, events, split.next() % 5);
     }
     FUZZ_CHECK(events == want, "split feeds: %zu events, reference %zu", events.size(), want.size());
   }
@@ -234,7 +259,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     LineParser parser(max_line);
     std::vector<Ev> events;
     for (size_t i = 0; i < in.size(); ++i) parser.feed(in.substr(i, 1));
-    drain(parser, events);
+    drain(parser, events, 16);
     FUZZ_CHECK(events == want, "byte feeds: %zu events, reference %zu", events.size(), want.size());
   }
   return 0;

@@ -111,8 +111,8 @@ def session(name, stream, control=None):
         data += SEP + control
     write("fuzz_session", name, data)
 
-def ctl(flags=0, chunk=6, hw=0, bad=0, ops=b""):
-    return bytes([flags, chunk, hw, bad]) + ops
+def ctl(flags=0, chunk=6, hw=0, bad=0, more=0, ops=b""):
+    return bytes([flags, chunk, hw, bad, more]) + ops
 
 FEED_LINE = op(1)          # one line
 RUN = op(3)                # backend answers
@@ -163,6 +163,10 @@ session("expunged", "USER alice\r\nPASS secret\r\nRETR 2\r\nTOP 2 0\r\nLIST\r\nD
 session("long_sasl_pipelined", "AUTH PLAIN\r\n" + "QUFB" * 80 + "\r\nAUTH PLAIN\r\n" + PLAIN_ALICE + "\r\nQUIT\r\n")
 session("partial_at_end", "USER alice\r\nPASS secret\r\nRETR 1\r\nTOP 1")
 session("lf_only", "user alice\npass secret\nlist\nretr 2\ntop 4 1\nquit\n")
+session("uidl_formats", "USER alice\r\nPASS secret\r\nUIDL\r\nUIDL 9\r\nLAST\r\nCAPA\r\nQUIT\r\n", ctl(more=1 | 8 | 32))
+session("uidl_template", "USER alice\r\nPASS secret\r\nUIDL\r\nUIDL 1\r\nRETR 1\r\nQUIT\r\n", ctl(more=5))
+session("no_lock", "USER alice\r\nPASS secret\r\nUSER alice\r\nPASS secret\r\nDELE 1\r\nQUIT\r\nDELE 1\r\nQUIT\r\n",
+        ctl(more=16, ops=op(1, 1) + RUN + op(5, 2) + op(1, 1) + RUN + op(5, 2) + op(1, 1) + RUN + op(5, 2) + op(1, 1) + RUN))
 session("metrics", "USER x\r\nPASS y\r\nUSER alice\r\nPASS secret\r\nRETR 1\r\nDELE 1\r\nQUIT\r\n", ctl(flags=32))
 
 # --- fuzz_config: TOML text -------------------------------------------------
@@ -197,6 +201,16 @@ write("fuzz_config", "unicode", '# \xc3\xa9\n"\xc3\xa9" = "\\u00e9\\U0001F600"\n
 write("fuzz_config", "nesting", 'a = ' + '[' * 300 + ']' * 300 + '\nb = { c = { d = { e = [1, 2.5, 1979-05-27T07:32:00Z, true, "s"] } } }\n')
 write("fuzz_config", "numbers", 'a = 0x7fffffffffffffff\nb = -9223372036854775808\nc = 1e308\nd = inf\ne = nan\nf = 0o777\ng = 0b101\nh = 1_000\n'
       '[server]\nidle_timeout = 9223372036854775807\n' + MIN)
+write("fuzz_config", "mailbox_all", '[mailbox]\non_delete = "move"\nmove_to = "Trash"\nretention_days = 30\n'
+      'retention_action = "expunge"\nmark_seen_on_retr = true\nvisible = "unseen"\nmax_messages = 1000\n'
+      'folder_separator = "#"\nuidl_format = "{uidvalidity:08X}-{uid:x}"\nlock = false\nenable_last = false\n'
+      'hide_keyword = "$Gone"\n\n' + MIN)
+write("fuzz_config", "uidl_bad", '[mailbox]\nuidl_format = "{uid:71d}{uidvalidity:x}{"\n\n' + MIN)
+write("fuzz_config", "routing", '[[listener]]\naddress = "127.0.0.1:1110"\n\n'
+      '[[upstream]]\nname = "a"\nhosts = ["imap1.example.com:993", "[::1]:143", "10.0.0.1:1"]\ntls = "implicit"\n'
+      'domains = ["example.com", "Example.org"]\nusername = "local"\n\n'
+      '[[upstream]]\nname = "b"\nhost = "imap.example.net"\ndomains = ["example.com"]\n\n'
+      '[[upstream]]\nname = "default"\nhost = "127.0.0.1"\nport = 143\nhosts = ["x:1"]\n')
 write("fuzz_config", "dotted_keys", 'server.idle_timeout = "10m"\nlistener = [{ address = "127.0.0.1:1" }]\n'
       '[[upstream]]\n"host" = "a.b"\nupstream.extra = 1\n')
 

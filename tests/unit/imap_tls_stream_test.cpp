@@ -4,6 +4,10 @@
 // timeouts, bulk data, and EOF with and without close_notify.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -305,6 +309,58 @@ TEST(ImapTlsStream, PendingPlaintextBlocksTheSwitch) {
   EXPECT_FALSE(c.stream->start_tls(*tls, "localhost", 2s));
   EXPECT_EQ(c.stream->failure(), "the server sent data before the TLS handshake");
   mailstream_low_close(c.low);
+}
+
+TEST(ImapTlsStream, LibetpanOverTlsOnADescriptorAbove1024) {
+  rlimit limit{};
+  getrlimit(RLIMIT_NOFILE, &limit);
+  if (limit.rlim_cur < 2048) {
+    limit.rlim_cur = std::min<rlim_t>(2048, limit.rlim_max);
+    setrlimit(RLIMIT_NOFILE, &limit);
+    getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  if (limit.rlim_cur < 2048) GTEST_SKIP() << "cannot raise RLIMIT_NOFILE to 2048";
+  ScriptedServer server([](int fd) {
+    TlsServerConnection tls(fd, pki().good());
+    if (!tls.accept()) return;
+    tls.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
+    for (std::string line; !(line = tls.read_line()).empty();) {
+      const std::string tag = line.substr(0, line.find(' '));
+      if (line.find(" CAPABILITY") != std::string::npos) {
+        tls.send("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + " OK done\r\n");
+      } else if (line.find(" LOGOUT") != std::string::npos) {
+        tls.send("* BYE bye\r\n" + tag + " OK done\r\n");
+        tls.close_notify();
+        return;
+      } else {
+        tls.send(tag + " BAD what\r\n");
+      }
+    }
+  });
+  ASSERT_TRUE(server.ok());
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(server.port());
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(dup2(fd, 1500), 1500);
+  ::close(fd);
+  mailstream_low* low = UpstreamStream::adopt(1500, 2s);
+  ASSERT_NE(low, nullptr);
+  auto tls = client_tls(true, pki().ca_file());
+  ASSERT_TRUE(UpstreamStream::of(low)->start_tls(*tls, "localhost", 2s))
+      << UpstreamStream::of(low)->failure();
+  mailstream* stream = mailstream_new(low, 8192);
+  mailimap* imap = mailimap_new(0, nullptr);
+  EXPECT_EQ(mailimap_connect(imap, stream), MAILIMAP_NO_ERROR_NON_AUTHENTICATED);
+  mailimap_capability_data* capabilities = nullptr;
+  EXPECT_EQ(mailimap_capability(imap, &capabilities), MAILIMAP_NO_ERROR);
+  if (capabilities != nullptr) mailimap_capability_data_free(capabilities);
+  EXPECT_TRUE(mailimap_has_authentication(imap, const_cast<char*>("PLAIN")));
+  EXPECT_EQ(mailimap_logout(imap), MAILIMAP_NO_ERROR);
+  mailimap_free(imap);
+  EXPECT_EQ(fcntl(1500, F_GETFD), -1) << "descriptor 1500 left open";
 }
 
 TEST(ImapTlsContext, CaFileErrorsNameTheFile) {

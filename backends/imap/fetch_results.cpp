@@ -99,12 +99,10 @@ bool find_body(clist* fetch_list, uint32_t uid, std::string* data) {
         body = att->att_data.att_body_section;
       }
     });
-    if (message_uid == uid && body != nullptr) {
-      if (body->sec_body_part != nullptr) {
-        data->assign(body->sec_body_part, body->sec_length);
-      } else {
-        data->clear();  // an offset past the end: empty body
-      }
+    // NIL (sec_body_part == nullptr) is no body at all: Dovecot's answer
+    // for a message expunged meanwhile. Past the end comes as "" or {0}.
+    if (message_uid == uid && body != nullptr && body->sec_body_part != nullptr) {
+      data->assign(body->sec_body_part, body->sec_length);
       return true;
     }
   }

@@ -446,10 +446,10 @@ Status ImapSession::remove(const std::vector<uint32_t>& uids, Removal how, const
 Status ImapSession::transfer(const std::vector<uint32_t>& uids, bool move) {
   const std::optional<std::string> target = imap_folder_name(settings_->mailbox.move_to);
   if (!target) return {UpstreamError::kRefused, "move_to is not valid UTF-8"};
-  const char* verb = move ? "UID MOVE " : "UID COPY ";
+  const std::string verb = move ? "UID MOVE" : "UID COPY";
   return on_existing(uids, verb, [&](const std::vector<UidRange>& chunk) -> Status {
     for (;;) {
-      const std::string command = verb + format_uid_set(chunk) + " " + *target;
+      const std::string command = verb + " " + format_uid_set(chunk) + " " + *target;
       mailimap_set* set = make_imap_set(chunk, 0, chunk.size());
       if (set == nullptr) return lost(command, "out of memory");
       int rc = move ? mailimap_uid_move(imap_, set, target->c_str())

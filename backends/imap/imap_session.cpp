@@ -461,9 +461,15 @@ Status ImapSession::fetch(uint32_t uid, uint64_t offset, uint64_t length, std::s
                           UpstreamError::kRefused);
   if (!status.ok()) return status;
 
-  const bool found = find_body(result, uid, data);
+  // Dovecot answers a message another client expunged (not yet reported to
+  // us) with BODY[] NIL and OK [EXPUNGEISSUED]: gone, not empty.
+  const bool expunge_issued = imap_->imap_response_info != nullptr &&
+                              imap_->imap_response_info->rsp_atom != nullptr &&
+                              strcasecmp(imap_->imap_response_info->rsp_atom, "EXPUNGEISSUED") == 0;
+  const bool found = find_body(result, uid, data) && !expunge_issued;
   mailimap_fetch_list_free(result);
   if (!found) {
+    data->clear();
     log::debug(name_, " ", command, ": no such message");
     return {UpstreamError::kMessageGone, command + ": no such message (expunged?)"};
   }

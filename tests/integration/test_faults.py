@@ -252,6 +252,61 @@ class UpstreamFaultTest(RelayTestCase):
         self.assertGreaterEqual(elapsed, 1.5)
         self.assert_serving(user, raw)
 
+    def test_delay_below_command_timeout_mid_retr_is_harmless(self):
+        user, pw = self.dovecot.new_user()
+        raw = big_message(1024 * 1024, tag=b"delay")
+        self.dovecot.seed(user, raw)
+        c, conn = self.logged_in_with_conn(user)
+        conn.arm("down", "delay", after=500_000, seconds=1.0)  # command_timeout is 2s
+        _, body = c.multi("RETR 1")
+        self.assertTrue(conn.fault)
+        self.assertEqual(body, stuffed(raw))
+        self.assertOk(c.quit())
+
+    def test_cut_anywhere_during_login(self):
+        # Cut or reset at every region of the login exchange (greeting,
+        # capabilities, LOGIN, SELECT, the message list): the client gets
+        # +OK or -ERR [SYS/TEMP], never -ERR [AUTH] (its password is right).
+        user, pw = self.dovecot.new_user()
+        for n in range(30):
+            self.dovecot.seed(user, b"Subject: %d\r\n\r\nbody %d\r\n" % (n, n))
+        c, conn = self.logged_in_with_conn(user)
+        self.assertEqual(c.cmd("STAT")[:7], b"+OK 30 ")
+        self.assertOk(c.quit())
+        sizes = dict(conn.passed)
+        self.assertGreater(sizes["down"], 0)
+        outcomes = {}
+        for direction in ("up", "down"):
+            total = sizes[direction]
+            for offset in sorted({0, 1, 5, 20, 50} | {total * k // 12 for k in range(1, 13)}):
+                for action in ("cut", "reset"):
+                    self.relay.clear_new()
+                    self.relay.arm_new(direction, action, after=offset)
+                    c, r = self.login_retry_in_use(user, pw)
+                    key = "%s %s@%d" % (direction, action, offset)
+                    if r.startswith(b"+OK"):
+                        outcomes[key] = "ok"
+                        self.assertEqual(c.cmd("STAT")[:7], b"+OK 30 ", key)
+                    else:
+                        self.assertTrue(r.startswith(SYS_TEMP), "%s: %r" % (key, r))
+                        outcomes[key] = "SYS/TEMP"
+                    c.close()
+        self.relay.clear_new()
+        self.assertIn("SYS/TEMP", outcomes.values(), outcomes)
+        self.assert_serving(user, b"Subject: 0\r\n\r\nbody 0\r\n")
+
+    def login_retry_in_use(self, user, pw, timeout=10.0):
+        """(connection, reply to PASS), retrying while an earlier session
+        of user still holds the mailbox lock."""
+        deadline = time.monotonic() + timeout
+        while True:
+            c = self.connect()
+            r = c.login(user, pw)
+            if b"[IN-USE]" not in r or time.monotonic() > deadline:
+                return c, r
+            c.close()
+            time.sleep(0.05)
+
     def test_fetch_command_cut_on_the_way_up(self):
         # The FETCH never reaches Dovecot whole: no byte of the message was
         # sent yet, so RETR may answer -ERR; or the connection closes. Never

@@ -12,6 +12,7 @@ import base64
 import json
 import random
 import resource
+import signal
 import socket
 import threading
 import time
@@ -306,6 +307,51 @@ class UpstreamFaultTest(RelayTestCase):
                 return c, r
             c.close()
             time.sleep(0.05)
+
+    def test_sigterm_with_hung_upstreams_exits_cleanly(self):
+        # One session mid-RETR and one login waiting for a greeting, both
+        # on hung upstreams: SIGTERM closes both (no final "."), nothing is
+        # committed, and the process still exits 0 once the upstream I/O
+        # times out.
+        pb = Popbridge(self.relay.port, connect_timeout="2s", command_timeout="2s",
+                       server_extra='shutdown_grace = "500ms"\n').start()
+        try:
+            user, pw = self.dovecot.new_user()
+            raw = big_message(1024 * 1024, tag=b"term")
+            self.dovecot.seed(user, raw)
+            self.dovecot.seed(user, b"Subject: 2\r\n\r\ntwo\r\n")
+            before = len(self.relay.connections)
+            c = self.connect(pb.port)
+            self.assertOk(c.login(user, pw))
+            conn = self.relay.wait_for(lambda: len(self.relay.connections) > before
+                                       and self.relay.connections[before])
+            self.assertOk(c.cmd("DELE 2"))
+            conn.arm("down", "stall", after=300_000)
+            c.send("RETR 1\r\n")
+            self.relay.wait_for(lambda: conn.fault, what="stall")
+            self.relay.arm_new("down", "stall", after=0)
+            other, other_pw = self.dovecot.new_user()
+            waiting = self.connect(pb.port)
+            self.assertOk(waiting.cmd("USER " + other))
+            waiting.send(b"PASS " + other_pw.encode() + b"\r\n")
+            self.relay.wait_for(lambda: any(x.fault and x.fault.startswith("down:stall@0")
+                                            for x in self.relay.connections[before:]),
+                                what="the second login's upstream connection")
+            pb.proc.send_signal(signal.SIGTERM)
+            data = c.read_until_closed(timeout=30)
+            self.assertTrue(stuffed(raw).startswith(data.partition(b"\r\n")[2]))
+            self.assertNotIn(b"\r\n.\r\n", data)
+            self.assertEqual(waiting.read_until_closed(timeout=30), b"")
+            self.assertEqual(pb.proc.wait(timeout=60), 0)
+            pb.proc = None
+            self.relay.clear_new()
+            for x in self.relay.connections[before:]:
+                x.release()
+            state, _ = self.dovecot.imap_state(user)
+            self.assertEqual([HIDE_KEYWORD in f for _, _, f in state], [False, False])
+            check_no_secrets(type(self), pb.read_log(), set(self.dovecot.users.values()))
+        finally:
+            pb.cleanup(check=False)
 
     def test_fetch_command_cut_on_the_way_up(self):
         # The FETCH never reaches Dovecot whole: no byte of the message was

@@ -111,13 +111,21 @@ bool add_key(mailimap_search_key* keys, mailimap_search_key* key) {
   return true;
 }
 
+// KEYWORD <kw>, or NOT KEYWORD <kw>: libetpan sends UNKEYWORD's argument as
+// a quoted string, which RFC 3501's grammar (flag-keyword, an atom) does
+// not allow; KEYWORD's goes as an atom.
 mailimap_search_key* keyword_key(const std::string& keyword, bool with) {
   char* copy = strdup(keyword.c_str());
   if (copy == nullptr) return nullptr;
-  mailimap_search_key* key =
-      with ? mailimap_search_key_new_keyword(copy) : mailimap_search_key_new_unkeyword(copy);
-  if (key == nullptr) free(copy);
-  return key;
+  mailimap_search_key* key = mailimap_search_key_new_keyword(copy);
+  if (key == nullptr) {
+    free(copy);
+    return nullptr;
+  }
+  if (with) return key;
+  mailimap_search_key* negated = mailimap_search_key_new_not(key);
+  if (negated == nullptr) mailimap_search_key_free(key);
+  return negated;
 }
 
 mailimap_search_key* uid_key(const std::vector<UidRange>& ranges) {
@@ -240,7 +248,7 @@ Status ImapSession::snapshot(Snapshot* snapshot) {
   }
   std::vector<uint32_t> uids;
   status = uid_search(key,
-                      std::string("UID SEARCH ") + (unseen ? "UNSEEN " : "") + "UNKEYWORD " +
+                      std::string("UID SEARCH ") + (unseen ? "UNSEEN " : "") + "NOT KEYWORD " +
                           mailbox.hide_keyword,
                       &uids);
   if (!status.ok()) return status;
@@ -292,7 +300,8 @@ Status ImapSession::fetch_snapshot(const std::vector<uint32_t>* uids, Snapshot* 
 
     SnapshotScan scan = scan_snapshot(result, mailbox.hide_keyword);
     mailimap_fetch_list_free(result);
-    for (uint32_t number : scan.incomplete) {
+    // (A UID FETCH may bring other messages' flag changes: not a fault.)
+    for (uint32_t number : uids == nullptr ? scan.incomplete : std::vector<uint32_t>{}) {
       log::warn(name_, " FETCH: message ", number, " came without UID or size; skipped");
     }
     hidden += scan.hidden;

@@ -73,8 +73,8 @@ class ImapSession {
   // when the server does not have them: never a plain EXPUNGE instead.
   Status check_extensions();
   // SELECT the folder, then FETCH 1:* (UID RFC822.SIZE FLAGS); with
-  // visible = "unseen" or max_messages, UID SEARCH [UNSEEN] UNKEYWORD <hide
-  // keyword> first and UID FETCH only the oldest max_messages of those.
+  // visible = "unseen" or max_messages, UID SEARCH [UNSEEN] NOT KEYWORD
+  // <hide keyword> first and UID FETCH only the oldest max_messages of those.
   Status snapshot(Snapshot* snapshot);
   // QUIT: \Seen on `retrieved` (mark_seen_on_retr), the delete policy on
   // `deleted`, then retention (whose failure is logged, not returned).

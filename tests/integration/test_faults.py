@@ -110,9 +110,10 @@ class RelayTestCase(Pop3TestCase):
     def _teardown_all(cls, check):
         try:
             if cls.popbridge is not None:
-                log = cls.popbridge.read_log()
-                cls.popbridge.stop(check=check)
-                log = cls.popbridge.read_log()
+                try:
+                    cls.popbridge.stop(check=check)
+                finally:
+                    log = cls.popbridge.read_log()
                 cls.popbridge.cleanup(check=False)
                 if check:
                     check_no_secrets(cls, log, set(cls.dovecot.users.values()) | cls.secrets)
@@ -196,8 +197,10 @@ class UpstreamFaultTest(RelayTestCase):
                         "truncated RETR is not a prefix of the message (%d octets, ends %r)"
                         % (len(body), body[-80:]))
         self.assertNotIn(b"\r\n.\r\n", body)
-        log = self.popbridge.read_log(self._log_start)
-        self.assertIn("ended=\"upstream failed\"", log)
+        # The logout line comes once popbridge has closed its side: wait.
+        self.relay.wait_for(lambda: 'ended="upstream failed"' in
+                            self.popbridge.read_log(self._log_start),
+                            what="logout line with ended=\"upstream failed\"")
         # The mailbox is untouched and popbridge keeps serving it.
         state, _ = self.dovecot.imap_state(user)
         self.assertEqual([HIDE_KEYWORD in f for _, _, f in state], [False])

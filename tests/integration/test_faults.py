@@ -110,11 +110,15 @@ class RelayTestCase(Pop3TestCase):
     def _teardown_all(cls, check):
         try:
             if cls.popbridge is not None:
+                problem = None
                 try:
                     cls.popbridge.stop(check=check)
-                finally:
-                    log = cls.popbridge.read_log()
+                except AssertionError as e:
+                    problem = e
+                log = cls.popbridge.read_log()
                 cls.popbridge.cleanup(check=False)
+                if problem is not None:
+                    raise problem
                 if check:
                     check_no_secrets(cls, log, set(cls.dovecot.users.values()) | cls.secrets)
         finally:

@@ -576,7 +576,11 @@ Status ImapSession::uid_search(mailimap_search_key* key, const std::string& comm
   mailimap_search_key_free(key);
   Status status = outcome(rc, command, MAILIMAP_ERROR_UID_SEARCH, UpstreamError::kRefused,
                           UpstreamError::kRefused);
-  if (!status.ok()) return status;
+  if (!status.ok()) {
+    // libetpan 1.9.4 hands over the (empty) result list after a NO too.
+    if (result != nullptr) mailimap_search_result_free(result);
+    return status;
+  }
   for (clistiter* it = clist_begin(result); it != nullptr; it = clist_next(it)) {
     auto* uid = static_cast<uint32_t*>(clist_content(it));
     if (uid != nullptr && *uid != 0) uids->push_back(*uid);

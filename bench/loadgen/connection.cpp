@@ -174,6 +174,7 @@ void Connection::finish_body() {
   res.body_bytes += body_length_;
   res.messages += 1;
   if (t > res.last_retr_ns) res.last_retr_ns = t;
+  retr_last_ns_ = t;
   r_.check_body(cmd.msg, body_length_, body_crc_);
   fill();
 }
@@ -289,6 +290,7 @@ void Connection::push(CmdKind kind, int msg, std::string& batch) {
   if (kind == CmdKind::kRetr) {
     Result& res = r_.result();
     if (res.first_retr_ns == 0 || t < res.first_retr_ns) res.first_retr_ns = t;
+    if (retr_first_ns_ == 0) retr_first_ns_ = t;
   }
   pending_.push_back({kind, msg, t, false});
 }
@@ -337,6 +339,8 @@ void Connection::on_write(uv_write_t* req, int status) {
 void Connection::finish_session() {
   if (done_) return;
   done_ = true;
+  if (retr_first_ns_ != 0 && retr_last_ns_ > retr_first_ns_)
+    r_.result().retr_phases.emplace_back(retr_first_ns_, retr_last_ns_);
   r_.result().sessions_done += 1;
   close_now();
   r_.on_session_done(this);

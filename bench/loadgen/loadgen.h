@@ -108,6 +108,8 @@ class Connection {
   uint64_t body_length_ = 0;
   uint32_t body_crc_ = 0;
   uint64_t user_sent_ns_ = 0;
+  uint64_t retr_first_ns_ = 0;  // this session's RETR phase
+  uint64_t retr_last_ns_ = 0;
 };
 
 struct Result {
@@ -122,6 +124,7 @@ struct Result {
   uint64_t greeted = 0;
   uint64_t first_retr_ns = 0;  // earliest RETR sent
   uint64_t last_retr_ns = 0;   // latest RETR finished
+  std::vector<std::pair<uint64_t, uint64_t>> retr_phases;  // per session: first RETR sent, last done
   Samples retr, login, other, ttfb, ttfb_first;
 };
 

@@ -227,6 +227,54 @@ class ExpungePolicyTest(PolicyMixin, Pop3TestCase):
         self.assertIn("UID EXPUNGE 1:2: ok", log)
 
 
+class CapabilityOverride(Pop3TestCase):
+    """A Dovecot that advertises only these capabilities (imap_capability):
+    it still runs MOVE, but popbridge must go by what is advertised."""
+
+    capabilities = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dovecot = Dovecot()
+        with open(cls.dovecot.conf_path, "a") as f:
+            f.write("imap_capability = %s\n" % cls.capabilities)
+        cls.dovecot.start()
+        cls.popbridge = None
+        try:
+            cls.popbridge = Popbridge(cls.dovecot.imap_port, **cls.popbridge_options).start()
+        except BaseException:
+            cls.dovecot.cleanup()
+            raise
+        cls.pop3_port = cls.popbridge.port
+
+
+class MoveByCopyPolicyTest(MovePolicyTest, CapabilityOverride):
+    """No MOVE advertised: UID COPY, UID STORE +\Deleted, UID EXPUNGE."""
+    capabilities = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE UIDPLUS"
+
+    def check_commands(self):
+        log = self.log()
+        self.assertIn("UID COPY 1:2 Trash: ok", log)
+        self.assertIn("UID STORE 1:2 +FLAGS.SILENT (\\Deleted): ok", log)
+        self.assertIn("UID EXPUNGE 1:2: ok", log)
+        self.assertNotIn("UID MOVE", log)
+
+
+class NoUidplusTest(CapabilityOverride):
+    """on_delete = "expunge" on a server without UIDPLUS: no session."""
+    capabilities = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE MOVE"
+    popbridge_options = {"on_delete": "expunge"}
+
+    def test_login_is_refused(self):
+        user, password = self.dovecot.new_user()
+        self.dovecot.seed(user, message(1))
+        c = self.connect()
+        r = c.login(user, password)
+        self.assertTrue(r.startswith(b"-ERR [SYS/PERM]"), r)
+        self.assertIn("needs UIDPLUS", self.popbridge.read_log(self._log_start))
+        self.assertEqual(flags_of(folder_state(self.dovecot, user)), {1: frozenset()})
+
+
 class MarkSeenOnRetrTest(Pop3TestCase):
     popbridge_options = {"extra": "mark_seen_on_retr = true\n"}
 

@@ -82,10 +82,10 @@ class Conn:
             self._rules[direction] = _Rule(at, action, seconds)
 
     def cut(self):
-        self._finish("cut", "cut by test", join_self=False)
+        self._finish("cut", "cut by test")
 
     def reset(self):
-        self._finish("reset", "reset by test", join_self=False)
+        self._finish("reset", "reset by test")
 
     def stall(self, direction="down"):
         with self._lock:
@@ -104,6 +104,7 @@ class Conn:
     # -- pumps ---------------------------------------------------------------
 
     def start(self):
+        self._running = len(DIRECTIONS)
         for direction in DIRECTIONS:
             t = threading.Thread(target=self._pump, args=(direction,),
                                  name="relay-%d-%s" % (self.id, direction), daemon=True)
@@ -111,6 +112,12 @@ class Conn:
             t.start()
 
     def _pump(self, direction):
+        try:
+            self._pump_loop(direction)
+        finally:
+            self._pump_done()
+
+    def _pump_loop(self, direction):
         src, dst = (self.client, self.server) if direction == "up" else (self.server, self.client)
         try:
             while self.closed is None and not self.relay._stopping:
@@ -122,7 +129,7 @@ class Conn:
                 except socket.timeout:
                     continue
                 except OSError:
-                    self._finish("eof", None, join_self=True)
+                    self._finish("eof", None)
                     return
                 if not data:
                     self._eof[direction] = True
@@ -130,13 +137,11 @@ class Conn:
                         dst.shutdown(socket.SHUT_WR)
                     except OSError:
                         pass
-                    if all(self._eof.values()):
-                        self._finish("eof", None, join_self=True)
-                    return
+                    return  # the other direction goes on until its own EOF
                 if not self._forward(direction, data, dst):
                     return
         except Exception:   # never leave a relay thread dying silently mid-test
-            self._finish("reset", "%s: relay error" % direction, join_self=True)
+            self._finish("reset", "%s: relay error" % direction)
             raise
 
     def _forward(self, direction, data, dst):
@@ -154,7 +159,7 @@ class Conn:
                     self._rules[direction] = None
                     where = "%s:%s@%d" % (direction, rule.action, self.passed[direction])
                 if rule.action in ("cut", "reset"):
-                    self._finish(rule.action, where, join_self=True)
+                    self._finish(rule.action, where)
                     return False
                 if rule.action == "stall":
                     with self._lock:
@@ -185,14 +190,17 @@ class Conn:
             except socket.timeout:
                 continue
             except OSError:
-                self._finish("eof", None, join_self=True)
+                self._finish("eof", None)
                 return False
             view = view[n:]
             with self._lock:
                 self.passed[direction] += n
         return True
 
-    def _finish(self, how, fault, join_self):
+    def _finish(self, how, fault):
+        """End the connection: mark it, send the FIN (cut) or arm the RST
+        (reset) at once; the last pump to stop closes both sockets. Never
+        blocks, so a test can fault hundreds of connections in a row."""
         with self._lock:
             if self.closed is not None:
                 return
@@ -207,11 +215,19 @@ class Conn:
                     s.shutdown(socket.SHUT_WR)  # the FIN goes out now
             except OSError:
                 pass
-        # Let the other pump see `closed` before the descriptors go away.
-        me = threading.current_thread()
-        for t in self._threads:
-            if t is not me:
-                t.join(timeout=2 * _TICK + 1.0)
+        if not self._threads:
+            self._close_sockets()
+
+    def _pump_done(self):
+        with self._lock:
+            self._running -= 1
+            last = self._running == 0
+        if last:
+            if self.closed is None:
+                self.closed = "eof"
+            self._close_sockets()
+
+    def _close_sockets(self):
         for s in (self.client, self.server):
             try:
                 s.close()  # with SO_LINGER 0: RST
@@ -270,7 +286,7 @@ class FaultRelay:
         self.stop_listening()
         self._stopping = True
         for c in list(self.connections):
-            c._finish("cut", None, join_self=False)
+            c._finish("cut", None)
 
     def __enter__(self):
         return self.start()

@@ -489,7 +489,11 @@ class LoadWithFaultsTest(RelayTestCase):
                    for i in range(LOAD_CLIENTS)]
         for t in threads:
             t.start()
-        # Halfway: the faults.
+        # Halfway: the faults. A third of the upstream connections is reset
+        # at once, the others are cut at a random offset still to come
+        # (many are idle, waiting for a worker to LOGOUT, and never get
+        # there); new ones are refused for 0.5s, then cut 300 kB in for a
+        # second (in the second chunk of the third message: mid-transfer).
         time.sleep(max(0.0, fault_at - time.monotonic()))
         rng = random.Random(6)
         victims = self.relay.active()
@@ -498,21 +502,28 @@ class LoadWithFaultsTest(RelayTestCase):
             if i % 3 == 0:
                 conn.reset()
                 reset += 1
-            elif i % 3 == 1:
-                conn.arm("down", "cut", after=rng.randrange(0, 60_000))
+            else:
+                conn.arm("down", "cut", after=rng.randrange(0, 400_000))
                 cut += 1
         self.relay.refuse = "reset"
-        time.sleep(1.0)
+        time.sleep(0.5)
         self.relay.refuse = None
+        first_new = len(self.relay.connections)
+        self.relay.arm_new("down", "cut", after=300_000)
+        time.sleep(1.0)
+        self.relay.clear_new()
+        new_victims = self.relay.connections[first_new:]
+        victims += new_victims
         fault_done.set()
         for t in threads:
             t.join(timeout=max(1.0, deadline + LOAD_IO_TIMEOUT + 10 - time.monotonic()))
         alive = [t.name for t in threads if t.is_alive()]
         summary = ("%d clients (%d completed a session), %d sessions ok (%d after the fault), "
                    "%d messages byte-exact; "
-                   "faults: %d reset, %d armed to cut (%d fired), %d refused; errors %r"
+                   "faults: %d reset, %d open + %d new armed to cut (%d fired), %d refused; "
+                   "errors %r"
                    % (LOAD_CLIENTS, len(tally.clients_ok), tally.ok, tally.ok_after_fault,
-                      tally.retrieved, reset, cut,
+                      tally.retrieved, reset, cut, len(new_victims),
                       sum(1 for c in victims if c.fault and "cut@" in c.fault),
                       self.relay.refused, tally.errors))
         print("\n  load: " + summary)

@@ -444,6 +444,39 @@ class MetricsTest(OpsTestCase):
             self.assertEqual(buckets, sorted(buckets), "histogram buckets not cumulative")
             self.assertGreater(m1['popbridge_upstream_seconds_sum{op="%s"}' % op], 0)
 
+    def test_special_password_logins_are_counted(self):
+        # USER/PASS, AUTH PLAIN with an initial response and after a "+"
+        # continuation, with the password that has a space, a quote, a
+        # backslash and UTF-8 (and must not show up in the debug log).
+        name, pw = SPECIAL_USER
+        key = 'popbridge_logins_total{result="ok"}'
+        before = self.metrics()[key]
+        b64 = self.secret(plain_b64(name, pw))
+
+        def user_pass(c):
+            r = c.cmd("USER " + name)
+            return c.cmd(b"PASS " + pw.encode("utf-8")) if r.startswith(b"+OK") else r
+
+        def plain_initial(c):
+            return c.cmd("AUTH PLAIN " + b64)
+
+        def plain_continued(c):
+            r = c.cmd("AUTH PLAIN")
+            return c.cmd(b64) if r.startswith(b"+ ") or r == b"+\r\n" else r
+
+        for how in (user_pass, plain_initial, plain_continued):
+            deadline = time.monotonic() + 10
+            while True:  # the previous session may still hold the lock
+                c = self.connect()
+                r = how(c)
+                if not r.startswith(b"-ERR [IN-USE]") or time.monotonic() > deadline:
+                    break
+                c.close()
+                time.sleep(0.1)
+            self.assertOk(r, "%s: %r" % (how.__name__, r))
+            self.assertOk(c.quit())
+        self.assertEqual(self.metrics()[key] - before, 3)
+
     def test_bytes_out_grows_during_a_session(self):
         user, pw = self.dovecot.new_user()
         raw = b"Subject: grow\r\n\r\n" + b"x" * 70 + b"\r\n" * 1

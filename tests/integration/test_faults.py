@@ -8,7 +8,6 @@ that did not arrive whole (the connection closes instead), never gets a
 corrupt message, a failed commit changes nothing on the IMAP server, and
 popbridge keeps serving."""
 
-import base64
 import json
 import random
 import resource
@@ -46,10 +45,6 @@ def big_message(size, tag=b"big"):
 def stuffed(raw):
     """raw (CRLF, ending in CRLF) as POP3 sends it, without the final '.'."""
     return b"\r\n".join(b"." + l if l.startswith(b".") else l for l in raw.split(b"\r\n"))
-
-
-def plain_b64(user, password):
-    return base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
 
 
 def secret_forms(secrets):

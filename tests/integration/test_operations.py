@@ -10,20 +10,18 @@ import base64
 import json
 import os
 import poplib
-import re
 import select
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import unittest
 import urllib.error
 import urllib.request
 
-from harness import (AGAINST_DOVECOT, HIDE_KEYWORD, IO_TIMEOUT, SPECIAL_USER, Closed,
-                     Dovecot, Pop3, Pop3TestCase, Popbridge, free_port, main,
+from harness import (AGAINST_DOVECOT, HIDE_KEYWORD, IO_TIMEOUT, SPECIAL_USER,
+                     Pop3, Pop3TestCase, Popbridge, free_port, main,
                      make_tempdir, toml_str, wait_for_port)
 
 TOO_MANY = b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n"

@@ -447,8 +447,10 @@ class _Tally:
 
 class LoadWithFaultsTest(RelayTestCase):
     """200 clients for ~15s each log in, RETR every message and compare it
-    byte for byte; halfway through, some upstream connections are reset,
-    some cut at a random offset, and new ones refused for a moment."""
+    byte for byte; halfway through, a third of the upstream connections is
+    reset, the rest cut at a random offset, new ones are refused for a
+    moment and then cut in the middle of a transfer. Every session ends
+    byte-exact or with an error (never corrupt, never hung, never [AUTH])."""
 
     dovecot_options = {"pool_size": LOAD_CLIENTS + 20}
     popbridge_relay_options = {

@@ -21,12 +21,14 @@
 //       3 drop the connection (destroy the session) and connect again,
 //       5-9 backend.fail_next(error arg-4), 10 another client expunges
 //       alice's second message, 11 a new message arrives for alice,
-//       12 the client stops reading (queued = 1 GiB), 13 the delay after
-//       a failed login ends (SessionIo::login_finished's callback runs)
+//       12 the client stops reading (queued = 1 GiB), 13 the oldest
+//       auth-failure delay ends (login_finished's reply after a failed
+//       login, or before_login's go once the client has failed before)
 // Without a control section: plaintext auth allowed, STLS offered, 7-octet
 // chunks, the whole stream fed at once.
 // Afterwards the rest of the stream is fed, the client reads everything
-// until nothing moves, and "\r\n*\r\nQUIT\r\n" must close every session still open.
+// until nothing moves, and "\r\n", "*\r\n", "QUIT\r\n" must close every
+// session still open.
 //
 // Checks: no crash/UB/leak; every LF sent is preceded by CR; every RETR
 // response carries exactly the message of the size it announces, dot-stuffed; each response
@@ -113,7 +115,14 @@ class FakeIo final : public pb::SessionIo {
   // the fuzzer (op 5/13) or settle() runs them.
   void login_finished(bool ok, std::function<void()> then) override {
     if (ok) return then();
+    ++failed_logins;
     delayed.push_back(std::move(then));
+  }
+  // Likewise a login from a client with recent failures waits out its
+  // penalty before it reaches the upstream.
+  void before_login(std::function<void()> go) override {
+    if (failed_logins == 0) return go();
+    delayed.push_back(std::move(go));
   }
   bool run_delayed() {
     if (delayed.empty()) return false;
@@ -130,6 +139,7 @@ class FakeIo final : public pb::SessionIo {
   bool aborted = false;
   bool tls_started = false;
   std::deque<std::function<void()>> delayed;
+  unsigned failed_logins = 0;
 };
 
 struct Client {
@@ -299,9 +309,14 @@ class Harness {
     // Every session still open must still answer, and QUIT must end it.
     for (Client& c : clients_) {
       if (!c.open()) continue;
-      // "\r\n" ends a partial line; "*" cancels an AUTH PLAIN that it may have completed.
-      c.session->on_input("\r\n*\r\nQUIT\r\n");
-      settle();
+      // "\r\n" ends a partial line; "*" cancels an AUTH PLAIN that it may have
+      // completed. Separate reads: an STLS completed by "\r\n" drops the rest
+      // of its read (plaintext behind STLS), later reads count as TLS.
+      for (const char* input : {"\r\n", "*\r\n", "QUIT\r\n"}) {
+        if (!c.open()) break;
+        c.session->on_input(input);
+        settle();
+      }
       FUZZ_CHECK(c.io.closed || c.io.aborted, "session did not end after QUIT: ...%s",
                  show(std::string_view(c.io.out).substr(c.io.out.size() > 120 ? c.io.out.size() - 120 : 0)).c_str());
       check_output(c, true);

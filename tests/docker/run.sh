@@ -7,6 +7,7 @@
 #   tests/docker/run.sh base-image   make debian:bookworm-slim with debootstrap, unless present
 #   tests/docker/run.sh stop         stop the engine this script started (by its PID)
 #   tests/docker/run.sh env          print "export DOCKER_HOST=..."
+#   tests/docker/run.sh clean        stop the engine and delete its state (images: several GB with vfs)
 #
 # The engine suits machines without a registry and without iptables: vfs
 # storage, no bridge, containers run with --network=host (or none). All its
@@ -87,7 +88,18 @@ stop() {
     fi
   fi
   rm -f "$PIDFILE"
+  # dockerd leaves its network namespace bind-mounted.
+  if mountpoint -q "$DIR/exec/netns/default" 2>/dev/null; then umount "$DIR/exec/netns/default" || true; fi
   echo "engine stopped"
+}
+
+# Everything below $DIR: images, build cache, logs (vfs copies every layer,
+# so this is several GB after a full run).
+clean() {
+  stop
+  if grep -q " $DIR/" /proc/mounts; then die "something is still mounted below $DIR"; fi
+  rm -rf "$DIR"
+  echo "removed $DIR"
 }
 
 base_image() {
@@ -123,6 +135,7 @@ case "${1:-test}" in
   stop) stop ;;
   base-image) base_image ;;
   env) echo "export DOCKER_HOST=$DOCKER_HOST" ;;
+  clean) clean ;;
   test)
     t0=$SECONDS
     if engine_up; then
@@ -135,5 +148,5 @@ case "${1:-test}" in
     python3 "$HERE/test_docker.py" -v
     echo "run.sh: done in $((SECONDS - t0))s"
     ;;
-  *) die "unknown command $1 (start, stop, base-image, env, test)" ;;
+  *) die "unknown command $1 (start, stop, base-image, env, clean, test)" ;;
 esac

@@ -55,6 +55,9 @@ class Mailbox {
   // upstream give the same key.
   virtual const std::string& key() const = 0;
 
+  // The configured name of the upstream serving it, for logs.
+  virtual const std::string& upstream() const = 0;
+
   // Reads up to `length` octets of message `uid` starting at `offset`.
   // `data` is shorter than `length` (possibly empty) when the message ends.
   using ChunkHandler = std::function<void(Status status, std::string data)>;

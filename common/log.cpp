@@ -55,6 +55,21 @@ void append_text_value(std::string& out, std::string_view text) {
   }
 }
 
+// A line is one event: control bytes a client put in, say, a user name are
+// shown as \xNN and cannot start a forged line.
+void append_escaped(std::string& out, std::string_view text) {
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) {
+      char escaped[8];
+      snprintf(escaped, sizeof escaped, "\\x%02x", byte);
+      out.append(escaped);
+    } else {
+      out.push_back(c);
+    }
+  }
+}
+
 std::string timestamp() {
   timespec now{};
   clock_gettime(CLOCK_REALTIME, &now);
@@ -92,7 +107,7 @@ void write(Level level, std::string_view message) {
     line.push_back('}');
   } else {
     line += timestamp() + " " + level_name(level) + " ";
-    line.append(message);
+    append_escaped(line, message);
   }
   emit_line(line);
 }

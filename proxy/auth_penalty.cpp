@@ -4,15 +4,21 @@
 
 namespace popbridge {
 
-Duration AuthPenalty::failed(const std::string& address, Duration base, Duration max,
-                             Clock::time_point now) {
+void AuthPenalty::failed(const std::string& address, Clock::time_point now) {
   if (failures_.size() > 100000) prune(now);  // bounded memory under a spread-out attack
   Entry& entry = failures_[address];
   if (now - entry.last > kForget) entry.count = 0;
   entry.last = now;
-  const unsigned doublings = std::min(entry.count, 16u);
   ++entry.count;
-  if (base.count() == 0) return base;
+}
+
+Duration AuthPenalty::owed(const std::string& address, Duration base, Duration max,
+                           Clock::time_point now) const {
+  const auto it = failures_.find(address);
+  if (it == failures_.end() || now - it->second.last > kForget || base.count() == 0) {
+    return Duration(0);
+  }
+  const unsigned doublings = std::min(it->second.count - 1, 16u);
   return std::min<Duration>(base * (1u << doublings), std::max(base, max));
 }
 

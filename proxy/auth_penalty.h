@@ -1,7 +1,9 @@
-// Slows down password guessing: each failed login from an address doubles
-// the wait before the next -ERR [AUTH] for that address, from
-// auth_failure_delay up to auth_failure_delay_max. A success or a quiet
-// quarter of an hour clears it. Loop-thread only; waiting is a timer, so a
+// Slows down password guessing per client address. Every failed login
+// raises the address's penalty; the next login attempt from that address
+// waits it out before the upstream hears of it, whatever the password, so
+// hanging up early gains nothing. The penalty starts at auth_failure_delay
+// and doubles per failure up to auth_failure_delay_max; a success or a quiet
+// quarter of an hour clears it. Loop-thread only: waiting is a timer, so a
 // penalised client blocks nobody else.
 #pragma once
 
@@ -17,10 +19,10 @@ class AuthPenalty {
  public:
   using Clock = std::chrono::steady_clock;
 
-  // Records a failure from `address` and returns how long to wait before replying.
-  Duration failed(const std::string& address, Duration base, Duration max, Clock::time_point now);
+  void failed(const std::string& address, Clock::time_point now);
   void succeeded(const std::string& address) { failures_.erase(address); }
-  size_t tracked() const { return failures_.size(); }
+  // How long a login attempt from `address` waits before it starts.
+  Duration owed(const std::string& address, Duration base, Duration max, Clock::time_point now) const;
 
  private:
   struct Entry {

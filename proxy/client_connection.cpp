@@ -128,7 +128,9 @@ void ClientConnection::begin() {
   SessionOptions options;
   options.peer = client_;
   options.metrics = &context_.metrics;
-  options.plaintext_auth_allowed = config.server.allow_plaintext_auth || is_loopback(address_);
+  options.plaintext_auth_allowed =
+      config.server.allow_plaintext_auth || (address_known_ && is_loopback(address_));
+  options.high_watermark = kHighWatermark;
   options.uidl_format = config.mailbox.uidl_format;
   options.enable_last = config.mailbox.enable_last;
   options.lock = config.mailbox.lock;
@@ -182,6 +184,13 @@ void ClientConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_
   auto* self = static_cast<ClientConnection*>(stream->data);
   if (nread == 0) return;
   if (nread < 0) {
+    if (nread == UV_EOF && !self->lingering_ && self->session_ && self->session_->committing()) {
+      // QUIT then a half-close (as `nc -N` does): the commit the client
+      // asked for completes, and its reply still goes out.
+      self->peer_closed_ = true;
+      self->set_reading(false);
+      return;
+    }
     if (nread != UV_EOF && !self->lingering_)
       log::debug("pop3 ", self->client_, ": read error: ", uv_strerror(static_cast<int>(nread)));
     self->close_handles();  // the client went away: nothing is committed
@@ -217,6 +226,8 @@ void ClientConnection::on_proxy_bytes(std::string_view data) {
     address_ = header.source;
     client_ = address_text(address_, true);
     client_ip_ = address_text(address_, false);
+  } else {
+    address_known_ = false;  // the balancer's own address says nothing about the client
   }
   const std::string rest = proxy_buffer_.substr(header.length);
   proxy_buffer_.clear();
@@ -251,22 +262,32 @@ void ClientConnection::start_tls() {
   tls_ = std::make_unique<TlsStream>(runtime_->tls);
 }
 
+void ClientConnection::before_login(std::function<void()> go) {
+  const ServerConfig& server = runtime_->config.server;
+  delay(context_.penalty.owed(client_ip_, server.auth_failure_delay, server.auth_failure_delay_max,
+                              AuthPenalty::Clock::now()),
+        std::move(go));
+}
+
 void ClientConnection::login_finished(bool ok, std::function<void()> then) {
   const ServerConfig& server = runtime_->config.server;
   if (ok) {
     context_.penalty.succeeded(client_ip_);
     return then();
   }
-  const Duration delay = context_.penalty.failed(client_ip_, server.auth_failure_delay,
-                                                 server.auth_failure_delay_max,
-                                                 AuthPenalty::Clock::now());
-  if (delay.count() == 0) return then();
-  delayed_ = std::move(then);
-  uv_timer_start(&delay_timer_, &ClientConnection::on_login_delay,
-                 static_cast<uint64_t>(delay.count()), 0);
+  context_.penalty.failed(client_ip_, AuthPenalty::Clock::now());
+  delay(server.auth_failure_delay, std::move(then));
 }
 
-void ClientConnection::on_login_delay(uv_timer_t* timer) {
+// Runs `then` after `wait` on this connection's delay timer; it never runs
+// once the connection is closing its handles.
+void ClientConnection::delay(Duration wait, std::function<void()> then) {
+  if (wait.count() == 0) return then();
+  delayed_ = std::move(then);
+  uv_timer_start(&delay_timer_, &ClientConnection::on_delay, static_cast<uint64_t>(wait.count()), 0);
+}
+
+void ClientConnection::on_delay(uv_timer_t* timer) {
   auto* self = static_cast<ClientConnection*>(timer->data);
   auto then = std::move(self->delayed_);
   self->delayed_ = nullptr;
@@ -318,7 +339,7 @@ void ClientConnection::on_write(uv_write_t* request, int status) {
     return self->close_handles();
   }
   self->touch();
-  if (self->queued_ <= kLowWatermark) uv_timer_stop(&self->send_timer_);
+  if (self->queued_ <= kLowWatermark && !self->closing_) uv_timer_stop(&self->send_timer_);
   if (self->closing_) {
     self->shutdown_when_flushed();
   } else if (self->queued_ <= kLowWatermark && self->session_) {
@@ -342,11 +363,19 @@ void ClientConnection::close() {
   }
   closing_ = true;
   set_reading(false);
+  // A client that stops reading must not keep the session, its mailbox
+  // lock and its upstream connection alive: the last reply gets
+  // send_timeout to leave.
+  if (queued_ > 0) {
+    uv_timer_start(&send_timer_, &ClientConnection::on_send_stalled,
+                   static_cast<uint64_t>(runtime_->config.server.send_timeout.count()), 0);
+  }
   shutdown_when_flushed();
 }
 
 void ClientConnection::shutdown_when_flushed() {
   if (queued_ != 0 || lingering_ || handles_closing_) return;
+  uv_timer_stop(&send_timer_);
   // FIN first, then wait for the client's: closing a socket with unread
   // input sends a reset, which can destroy our last reply in flight.
   lingering_ = true;
@@ -359,7 +388,7 @@ void ClientConnection::shutdown_when_flushed() {
 void ClientConnection::on_shutdown(uv_shutdown_t* request, int status) {
   auto* self = static_cast<ClientConnection*>(request->data);
   if (self->handles_closing_) return;
-  if (status != 0) return self->close_handles();
+  if (status != 0 || self->peer_closed_) return self->close_handles();
   self->touch();
   self->set_reading(true);
 }
@@ -369,8 +398,7 @@ void ClientConnection::abort() {
   log::debug("pop3 ", client_, ": aborting connection");
   // A reset tells the client plainly that the reply is incomplete.
   handles_closing_ = true;
-  for (uv_timer_t* timer : {&timer_, &send_timer_, &delay_timer_})
-    uv_close(reinterpret_cast<uv_handle_t*>(timer), &ClientConnection::on_handle_closed);
+  close_timers();
   if (uv_tcp_close_reset(&tcp_, &ClientConnection::on_handle_closed) != 0) {
     uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &ClientConnection::on_handle_closed);
   }
@@ -394,9 +422,13 @@ void ClientConnection::on_idle(uv_timer_t* timer) {
 void ClientConnection::close_handles() {
   if (handles_closing_) return;
   handles_closing_ = true;
+  close_timers();
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &ClientConnection::on_handle_closed);
+}
+
+void ClientConnection::close_timers() {
   for (uv_timer_t* timer : {&timer_, &send_timer_, &delay_timer_})
     uv_close(reinterpret_cast<uv_handle_t*>(timer), &ClientConnection::on_handle_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &ClientConnection::on_handle_closed);
 }
 
 void ClientConnection::on_handle_closed(uv_handle_t* handle) {
@@ -410,7 +442,7 @@ void ClientConnection::log_logout() const {
   log::event(log::Level::kInfo, "logout",
              {{"client", client_},
               {"user", stats.user.empty() ? "-" : stats.user},
-              {"upstream", runtime_->config.upstreams.front().name},
+              {"upstream", stats.upstream.empty() ? "-" : stats.upstream},
               {"tls", session_->tls_active() ? "yes" : "no"},
               {"listed", std::to_string(stats.listed)},
               {"retrieved", std::to_string(stats.retrieved)},

@@ -60,12 +60,14 @@ class ClientConnection final : public SessionIo {
   void close() override;
   void abort() override;
   void start_tls() override;
+  void before_login(std::function<void()> go) override;
   void login_finished(bool ok, std::function<void()> then) override;
 
   // Ends the connection at once, for a shutdown.
   void shut_down();
-  // In the TRANSACTION state: a shutdown lets such a session finish.
-  bool logged_in() const { return session_ && session_->in_transaction(); }
+  // A shutdown lets a logged-in session finish, and a connection already
+  // closing write its last reply.
+  bool finishing() const { return closing_ || (session_ && session_->logged_in()); }
 
  private:
   struct WriteRequest;
@@ -78,7 +80,7 @@ class ClientConnection final : public SessionIo {
   static void on_shutdown(uv_shutdown_t* request, int status);
   static void on_idle(uv_timer_t* timer);
   static void on_send_stalled(uv_timer_t* timer);
-  static void on_login_delay(uv_timer_t* timer);
+  static void on_delay(uv_timer_t* timer);
   static void on_handle_closed(uv_handle_t* handle);
 
   void begin();                       // after the PROXY header, if any
@@ -90,15 +92,20 @@ class ClientConnection final : public SessionIo {
   void touch();                       // restarts the idle timer
   void shutdown_when_flushed();
   void close_handles();
+  void close_timers();
+  void delay(Duration wait, std::function<void()> then);
   void log_logout() const;
 
   ServerContext& context_;
   std::shared_ptr<const ListenerConfig> listener_;
-  std::shared_ptr<Runtime> runtime_;  // the configuration this connection started with
+  // The configuration this connection started with. Declared before
+  // session_ so that the session (and its upstream Mailbox) is destroyed
+  // first, while the backend it belongs to still exists.
+  std::shared_ptr<Runtime> runtime_;
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};                // idle timeout; PROXY header and linger deadlines
   uv_timer_t send_timer_{};           // output stuck above the high watermark
-  uv_timer_t delay_timer_{};          // the wait before a failed login's reply
+  uv_timer_t delay_timer_{};          // login penalty and failed-login waits
   uv_shutdown_t shutdown_{};
   std::unique_ptr<Pop3Session> session_;
   std::unique_ptr<TlsStream> tls_;
@@ -112,6 +119,8 @@ class ClientConnection final : public SessionIo {
   size_t queued_ = 0;
   int open_handles_ = 0;
   bool awaiting_proxy_header_ = false;
+  bool address_known_ = true;         // false after a PROXY header without one (LOCAL, UNKNOWN)
+  bool peer_closed_ = false;          // EOF while a commit was in flight
   bool counted_ = false;
   bool reading_ = false;
   bool closing_ = false;              // close() was called: finish writing, then FIN

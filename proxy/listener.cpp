@@ -11,7 +11,7 @@ Listener::~Listener() { stop(); }
 
 int Listener::start() {
   sockaddr_storage address{};
-  const std::string host = config_->host == "*" ? "0.0.0.0" : config_->host;
+  const std::string& host = config_->host;
   int rc = host.find(':') != std::string::npos
                ? uv_ip6_addr(host.c_str(), config_->port, reinterpret_cast<sockaddr_in6*>(&address))
                : uv_ip4_addr(host.c_str(), config_->port, reinterpret_cast<sockaddr_in*>(&address));

@@ -144,7 +144,7 @@ void Server::begin_shutdown() {
   // Clients not logged in have nothing to finish.
   for (ClientConnection* connection :
        std::vector<ClientConnection*>(context_.connections.begin(), context_.connections.end())) {
-    if (!connection->logged_in()) connection->shut_down();
+    if (!connection->finishing()) connection->shut_down();
   }
   finish_if_drained();
 }

@@ -39,8 +39,9 @@ struct FetchResult {
 class ImapMailbox final : public Mailbox {
  public:
   ImapMailbox(std::shared_ptr<Strand> strand, std::shared_ptr<ImapSession> session,
-              std::string key)
-      : strand_(std::move(strand)), session_(std::move(session)), key_(std::move(key)) {}
+              std::string key, std::string upstream)
+      : strand_(std::move(strand)), session_(std::move(session)), key_(std::move(key)),
+        upstream_(std::move(upstream)) {}
 
   // Loop thread. Drops pending handlers and queued jobs; the running job (if
   // any) finishes, then LOGOUT runs and the session is freed on a worker.
@@ -50,6 +51,7 @@ class ImapMailbox final : public Mailbox {
   }
 
   const std::string& key() const override { return key_; }
+  const std::string& upstream() const override { return upstream_; }
 
   void fetch(uint32_t uid, uint64_t offset, uint64_t length, ChunkHandler done) override {
     strand_->post(
@@ -75,6 +77,7 @@ class ImapMailbox final : public Mailbox {
   std::shared_ptr<Strand> strand_;
   std::shared_ptr<ImapSession> session_;
   std::string key_;
+  std::string upstream_;
 };
 
 }  // namespace
@@ -136,12 +139,13 @@ void ImapBackend::login(const Credentials& credentials, LoginHandler done) {
         if (!result.status.ok()) session->logout(kLogoutTimeout);
         return result;
       },
-      [strand, session, key = std::move(key), done = std::move(done)](LoginResult result) {
+      [strand, session, key = std::move(key), upstream = settings->upstream.name,
+       done = std::move(done)](LoginResult result) {
         if (!result.status.ok()) {
           done(std::move(result.status), nullptr, Snapshot{});
           return;
         }
-        done(Status{}, std::make_unique<ImapMailbox>(strand, session, key),
+        done(Status{}, std::make_unique<ImapMailbox>(strand, session, key, upstream),
              std::move(result.snapshot));
       });
 }

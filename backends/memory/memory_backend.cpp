@@ -16,6 +16,10 @@ class MemoryBackend::MemoryMailbox final : public Mailbox {
   }
 
   const std::string& key() const override { return key_; }
+  const std::string& upstream() const override {
+    static const std::string name = "memory";
+    return name;
+  }
 
   void fetch(uint32_t uid, uint64_t offset, uint64_t length, ChunkHandler done) override {
     backend_.post(guard([this, uid, offset, length, done = std::move(done)] {
@@ -70,7 +74,7 @@ class MemoryBackend::MemoryMailbox final : public Mailbox {
 
 MemoryBackend::MemoryBackend(std::string hide_keyword) : hide_keyword_(std::move(hide_keyword)) {}
 
-MemoryBackend::~MemoryBackend() { *alive_ = false; }
+MemoryBackend::~MemoryBackend() = default;
 
 MemoryBackend::Account& MemoryBackend::add_account(const std::string& user,
                                                     const std::string& password) {

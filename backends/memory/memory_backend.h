@@ -59,7 +59,6 @@ class MemoryBackend final : public Backend {
   std::deque<std::function<void()>> queue_;
   UpstreamError fail_next_ = UpstreamError::kNone;
   size_t open_ = 0;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace popbridge

@@ -101,7 +101,7 @@ LineParser::Event LineParser::next() {
     return {Kind::kTooLong, {}};
   }
   const char* begin = buf_.data() + pos_;
-  const void* lf = std::memchr(begin, '\n', buffered());
+  const void* lf = std::memchr(begin, '\n', buf_.size() - pos_);
   if (lf == nullptr) return {Kind::kNeedMore, {}};
 
   const size_t len = static_cast<size_t>(static_cast<const char*>(lf) - begin);

@@ -265,16 +265,19 @@ void Pop3Session::login(std::string user, std::string password) {
   busy_ = true;
   log::debug("pop3 ", options_.peer, ": login attempt user=", user);
   stats_.user = user;
-  upstream_started_ = std::chrono::steady_clock::now();
-  backend_.login({std::move(user), std::move(password)},
-                 guarded([this](Status status, std::unique_ptr<Mailbox> mailbox, Snapshot snapshot) {
-                   on_login(std::move(status), std::move(mailbox), std::move(snapshot));
-                 }));
+  io_.before_login(guarded([this, credentials = Credentials{std::move(user), std::move(password)}] {
+    if (state_ == State::kClosed) return;
+    const auto started = std::chrono::steady_clock::now();
+    backend_.login(credentials, guarded([this, started](Status status, std::unique_ptr<Mailbox> mailbox,
+                                                        Snapshot snapshot) {
+      if (state_ == State::kClosed) return;
+      upstream_done(UpstreamOp::kLogin, status, started);
+      on_login(std::move(status), std::move(mailbox), std::move(snapshot));
+    }));
+  }));
 }
 
 void Pop3Session::on_login(Status status, std::unique_ptr<Mailbox> mailbox, Snapshot snapshot) {
-  if (state_ == State::kClosed) return;
-  upstream_done(UpstreamOp::kLogin, status);
   auto finish = [this](bool ok, std::function<void()> send_reply) {
     io_.login_finished(ok, guarded([this, send_reply = std::move(send_reply)] {
       if (state_ == State::kClosed) return;
@@ -313,6 +316,7 @@ void Pop3Session::on_login(Status status, std::unique_ptr<Mailbox> mailbox, Snap
     last_ = last_at_login_;
     state_ = State::kTransaction;
     stats_.listed = snapshot_.messages.size();
+    stats_.upstream = mailbox_->upstream();
     if (options_.metrics) options_.metrics->login(LoginOutcome::kOk);
     log::info("pop3 ", options_.peer, ": ", stats_.user, " logged in, ", snapshot_.messages.size(),
               " messages");
@@ -441,14 +445,17 @@ void Pop3Session::cmd_quit(const pop3::Command&, std::string_view) {
     if (retrieved_[i]) request.retrieved.push_back(snapshot_.messages[i].uid);
   }
   busy_ = true;
-  stats_.deleted = request.deleted.size();
-  upstream_started_ = std::chrono::steady_clock::now();
-  mailbox_->commit(std::move(request), guarded([this](Status status) { on_commit(std::move(status)); }));
+  const size_t deleting = request.deleted.size();
+  const auto started = std::chrono::steady_clock::now();
+  mailbox_->commit(std::move(request), guarded([this, deleting, started](Status status) {
+    if (state_ == State::kClosed) return;
+    upstream_done(UpstreamOp::kCommit, status, started);
+    if (status.ok()) stats_.deleted = deleting;
+    on_commit(std::move(status));
+  }));
 }
 
 void Pop3Session::on_commit(Status status) {
-  if (state_ == State::kClosed) return;
-  upstream_done(UpstreamOp::kCommit, status);
   busy_ = false;
   if (status.ok()) {
     if (options_.metrics) options_.metrics->messages_deleted += stats_.deleted;
@@ -456,7 +463,6 @@ void Pop3Session::on_commit(Status status) {
     close("quit");
   } else {
     log::warn("pop3 ", options_.peer, ": commit failed: ", status.detail);
-    stats_.deleted = 0;
     reply("-ERR [SYS/TEMP] Could not commit the session, nothing was changed.");
     close("commit failed");
   }
@@ -489,38 +495,48 @@ void Pop3Session::start_transfer(uint32_t index, int64_t body_lines, std::string
 // after the current message's chunk, so nothing is reordered.
 void Pop3Session::prefetch_pipelined() {
   if (options_.prefetch == 0) return;
-  std::vector<uint32_t> numbers;
+  std::vector<uint32_t> wanted;  // UIDs, in the order the client will ask for them
+  const auto want = [&](std::optional<uint32_t> number) {
+    if (!number || *number == 0 || *number > snapshot_.messages.size() || deleted_[*number - 1])
+      return false;
+    wanted.push_back(snapshot_.messages[*number - 1].uid);
+    return true;
+  };
   const std::vector<std::string_view> lines = parser_.peek_lines(options_.prefetch);
   for (std::string_view line : lines) {
     pop3::Command command;
     if (!pop3::parse_command(line, command) || command.args.empty()) break;
     if (command.verb != "RETR" && command.verb != "TOP") break;
-    const auto number = pop3::parse_number(command.args[0]);
-    if (!number) break;
-    numbers.push_back(*number);
+    if (!want(pop3::parse_number(command.args[0]))) break;
   }
   // A client that RETRs one message at a time almost always asks for the
   // next one: have it on the way (one chunk at most).
-  if (lines.empty() && transfer_ && transfer_->is_retr) numbers.push_back(transfer_->index + 2);
+  if (lines.empty() && transfer_ && transfer_->is_retr) want(transfer_->index + 2);
 
-  for (uint32_t number : numbers) {
-    if (number == 0 || number > snapshot_.messages.size() || deleted_[number - 1]) break;
-    const uint32_t uid = snapshot_.messages[number - 1].uid;
+  // A guess the client did not follow is dropped (a fetch still in flight
+  // finds no slot and is discarded), so it never blocks a real lookahead.
+  std::erase_if(prefetched_, [&](const Prefetched& p) {
+    const bool current = transfer_ && transfer_->uid == p.uid;  // its chunk is on the way
+    return !current && std::find(wanted.begin(), wanted.end(), p.uid) == wanted.end();
+  });
+  for (uint32_t uid : wanted) {
     const bool known = (transfer_ && transfer_->uid == uid) ||
                        std::any_of(prefetched_.begin(), prefetched_.end(),
                                    [uid](const Prefetched& p) { return p.uid == uid; });
     if (known) continue;
     if (prefetched_.size() >= options_.prefetch) break;
     prefetched_.push_back({uid, false, {}, {}});
+    const auto started = std::chrono::steady_clock::now();
     mailbox_->fetch(uid, 0, options_.chunk_size,
-                    guarded([this, uid](Status status, std::string data) {
+                    guarded([this, uid, started](Status status, std::string data) {
+                      if (state_ == State::kClosed) return;
+                      upstream_done(UpstreamOp::kFetch, status, started);
                       on_prefetched(uid, std::move(status), std::move(data));
                     }));
   }
 }
 
 void Pop3Session::on_prefetched(uint32_t uid, Status status, std::string data) {
-  if (state_ == State::kClosed) return;
   auto slot = std::find_if(prefetched_.begin(), prefetched_.end(),
                            [uid](const Prefetched& p) { return p.uid == uid; });
   if (slot == prefetched_.end()) return;
@@ -534,16 +550,16 @@ void Pop3Session::on_prefetched(uint32_t uid, Status status, std::string data) {
 }
 
 void Pop3Session::fetch_next_chunk() {
-  upstream_started_ = std::chrono::steady_clock::now();
+  const auto started = std::chrono::steady_clock::now();
   mailbox_->fetch(transfer_->uid, transfer_->offset, options_.chunk_size,
-                  guarded([this](Status status, std::string data) {
+                  guarded([this, started](Status status, std::string data) {
+                    if (state_ == State::kClosed) return;
+                    upstream_done(UpstreamOp::kFetch, status, started);
                     on_chunk(std::move(status), std::move(data));
                   }));
 }
 
 void Pop3Session::on_chunk(Status status, std::string data) {
-  if (state_ == State::kClosed) return;
-  upstream_done(UpstreamOp::kFetch, status);
   if (!status.ok()) {
     if (transfer_->started) {
       // Half a message must never end in "." as if it were whole: close,
@@ -628,14 +644,18 @@ void Pop3Session::close(const char* why) {
   io_.close();
 }
 
-static_assert(static_cast<int>(UpstreamError::kRefused) - 1 ==
-              static_cast<int>(UpstreamErrorKind::kRefused));
-
-void Pop3Session::upstream_done(UpstreamOp op, const Status& status) {
+void Pop3Session::upstream_done(UpstreamOp op, const Status& status,
+                                std::chrono::steady_clock::time_point started) {
   if (!options_.metrics) return;
-  options_.metrics->upstream_latency(op, std::chrono::steady_clock::now() - upstream_started_);
-  if (!status.ok())
-    options_.metrics->upstream_error(static_cast<UpstreamErrorKind>(static_cast<int>(status.error) - 1));
+  options_.metrics->upstream_latency(op, std::chrono::steady_clock::now() - started);
+  switch (status.error) {
+    case UpstreamError::kNone: return;
+    case UpstreamError::kAuthFailed: return options_.metrics->upstream_error(UpstreamErrorKind::kAuthFailed);
+    case UpstreamError::kUnavailable: return options_.metrics->upstream_error(UpstreamErrorKind::kUnavailable);
+    case UpstreamError::kNoMailbox: return options_.metrics->upstream_error(UpstreamErrorKind::kNoMailbox);
+    case UpstreamError::kMessageGone: return options_.metrics->upstream_error(UpstreamErrorKind::kMessageGone);
+    case UpstreamError::kRefused: return options_.metrics->upstream_error(UpstreamErrorKind::kRefused);
+  }
 }
 
 }  // namespace popbridge

@@ -32,6 +32,10 @@ class SessionIo {
   virtual void abort() = 0;                 // now, dropping queued output
   // Everything sent so far goes out in plaintext; what follows is TLS (STLS).
   virtual void start_tls() = 0;
+  // A login is about to reach the upstream; `go` starts it. A client
+  // address with recent failures waits out its penalty first, whatever the
+  // password, so guessing cannot go faster than the penalty.
+  virtual void before_login(std::function<void()> go) = 0;
   // A login attempt ended; `then` sends its reply. After a failure the
   // connection waits first (auth_failure_delay, growing per client address).
   virtual void login_finished(bool ok, std::function<void()> then) = 0;
@@ -40,6 +44,7 @@ class SessionIo {
 // What the logout log line reports about a session.
 struct SessionStats {
   std::string user;
+  std::string upstream;   // the upstream that served the login
   size_t listed = 0;      // messages in the snapshot
   size_t retrieved = 0;   // whole RETRs
   size_t deleted = 0;     // messages the delete policy was applied to at QUIT
@@ -78,7 +83,10 @@ class Pop3Session {
 
   const SessionStats& stats() const { return stats_; }
   bool tls_active() const { return options_.tls_active; }
-  bool in_transaction() const { return state_ == State::kTransaction; }
+  // Logged in and not yet finished: a shutdown lets it QUIT, and a commit
+  // in flight (UPDATE) completes even if the client half-closes.
+  bool logged_in() const { return state_ == State::kTransaction || state_ == State::kUpdate; }
+  bool committing() const { return state_ == State::kUpdate && busy_; }
 
  private:
   enum class State { kAuthorization, kTransaction, kUpdate, kClosed };
@@ -129,7 +137,8 @@ class Pop3Session {
   void reply_error(const Status& status);
   void flush();
   void close(const char* why);
-  void upstream_done(UpstreamOp op, const Status& status);  // metrics
+  void upstream_done(UpstreamOp op, const Status& status,
+                     std::chrono::steady_clock::time_point started);  // metrics
 
   // Wraps a backend handler so it does nothing once this session is gone.
   template <typename F>
@@ -168,7 +177,6 @@ class Pop3Session {
   };
   std::vector<Prefetched> prefetched_;
   SessionStats stats_;
-  std::chrono::steady_clock::time_point upstream_started_;
 };
 
 }  // namespace popbridge

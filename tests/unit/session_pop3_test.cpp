@@ -16,6 +16,10 @@ class FakeIo final : public SessionIo {
   void close() override { closed = true; }
   void abort() override { aborted = true; }
   void start_tls() override { tls_started = true; }
+  void before_login(std::function<void()> go) override {
+    ++login_attempts;
+    go();
+  }
   void login_finished(bool ok, std::function<void()> then) override {
     if (!ok) ++failed_logins;
     then();
@@ -28,6 +32,7 @@ class FakeIo final : public SessionIo {
   bool aborted = false;
   bool tls_started = false;
   int failed_logins = 0;
+  int login_attempts = 0;
 };
 
 const std::string kMessage1 = "Subject: one\r\n\r\nHello\r\n.dot line\r\n.\r\nbye\r\n";

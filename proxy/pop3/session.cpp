@@ -97,7 +97,11 @@ void Pop3Session::on_input(std::string_view bytes) {
 
 void Pop3Session::on_drain() {
   if (state_ == State::kClosed) return;
-  if (transfer_ && transfer_->awaiting_drain) {
+  if (listing_) {
+    if (!continue_listing()) return;
+    busy_ = false;
+    pump();
+  } else if (transfer_ && transfer_->awaiting_drain) {
     transfer_->awaiting_drain = false;
     fetch_next_chunk();
   } else if (waiting_drain_) {
@@ -110,10 +114,11 @@ void Pop3Session::on_idle_timeout() {
   if (state_ == State::kClosed) return;
   // Waiting for the upstream is not the client being idle: command_timeout
   // bounds that wait, and the reply re-arms the idle timer.
-  if (busy_ && !(transfer_ && transfer_->started)) return;
+  const bool mid_reply = listing_ || (transfer_ && transfer_->started);
+  if (busy_ && !mid_reply) return;
   log::info("pop3 ", options_.peer, ": idle timeout");
-  if (transfer_ && transfer_->started) {
-    // A reply now would land inside the message body.
+  if (mid_reply) {
+    // A reply now would land inside a multi-line response.
     state_ = State::kClosed;
     stats_.ended = "idle timeout";
     io_.abort();
@@ -363,15 +368,42 @@ void Pop3Session::cmd_list(const pop3::Command& command, std::string_view) {
     return;
   }
   uint64_t count = 0, octets = 0;
-  std::string lines;
   for (size_t i = 0; i < snapshot_.messages.size(); ++i) {
     if (deleted_[i]) continue;
     ++count;
     octets += snapshot_.messages[i].size;
-    lines += std::to_string(i + 1) + " " + std::to_string(snapshot_.messages[i].size) + "\r\n";
   }
-  out_ += "+OK " + std::to_string(count) + " messages (" + std::to_string(octets) +
-          " octets)\r\n" + lines + ".\r\n";
+  reply("+OK " + std::to_string(count) + " messages (" + std::to_string(octets) + " octets)");
+  start_listing(false);
+}
+
+void Pop3Session::start_listing(bool uidl) {
+  listing_ = Listing{uidl, 0};
+  if (!continue_listing()) busy_ = true;  // on_drain() goes on
+}
+
+bool Pop3Session::continue_listing() {
+  constexpr size_t kPiece = 64 * 1024;
+  if (io_.queued() > options_.high_watermark) return false;
+  Listing& listing = *listing_;
+  for (; listing.next < snapshot_.messages.size(); ++listing.next) {
+    const uint32_t i = listing.next;
+    if (deleted_[i]) continue;
+    out_ += std::to_string(i + 1);
+    out_ += ' ';
+    out_ += listing.uidl ? uidl_of(i) : std::to_string(snapshot_.messages[i].size);
+    out_ += "\r\n";
+    if (out_.size() >= kPiece) {
+      flush();
+      if (io_.queued() > options_.high_watermark) {
+        ++listing.next;
+        return false;
+      }
+    }
+  }
+  out_ += ".\r\n";
+  listing_.reset();
+  return true;
 }
 
 // By default Dovecot's pop3_uidl_format, %08Xu%08Xv, so clients moving from
@@ -387,12 +419,8 @@ void Pop3Session::cmd_uidl(const pop3::Command& command, std::string_view) {
     reply("+OK " + std::to_string(*index + 1) + " " + uidl_of(*index));
     return;
   }
-  out_ += "+OK\r\n";
-  for (uint32_t i = 0; i < snapshot_.messages.size(); ++i) {
-    if (deleted_[i]) continue;
-    out_ += std::to_string(i + 1) + " " + uidl_of(i) + "\r\n";
-  }
-  out_ += ".\r\n";
+  reply("+OK");
+  start_listing(true);
 }
 
 void Pop3Session::cmd_retr(const pop3::Command& command, std::string_view) {

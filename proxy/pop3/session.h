@@ -107,6 +107,8 @@ class Pop3Session {
   void cmd_stat(const pop3::Command&, std::string_view);
   void cmd_list(const pop3::Command&, std::string_view);
   void cmd_uidl(const pop3::Command&, std::string_view);
+  void start_listing(bool uidl);
+  bool continue_listing();               // true once the listing is complete
   void cmd_retr(const pop3::Command&, std::string_view);
   void cmd_top(const pop3::Command&, std::string_view);
   void cmd_dele(const pop3::Command&, std::string_view);
@@ -167,6 +169,13 @@ class Pop3Session {
   uint32_t last_at_login_ = 0;
   uint32_t last_ = 0;
   std::unique_ptr<Transfer> transfer_;
+  // A LIST or UIDL of every message, written a piece at a time like a
+  // message, so a huge mailbox costs no more memory than a big message.
+  struct Listing {
+    bool uidl = false;
+    uint32_t next = 0;
+  };
+  std::optional<Listing> listing_;
   // First chunks of messages that pipelined RETR/TOP commands will ask for,
   // fetched while the current message is still being sent.
   struct Prefetched {

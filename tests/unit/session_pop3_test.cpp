@@ -10,7 +10,10 @@ namespace {
 
 class FakeIo final : public SessionIo {
  public:
-  void send(std::string data) override { out += data; }
+  void send(std::string data) override {
+    if (accumulate) queued_bytes += data.size();  // a client that reads nothing
+    out += data;
+  }
   size_t queued() const override { return queued_bytes; }
   void set_reading(bool on) override { reading = on; }
   void close() override { closed = true; }
@@ -27,6 +30,7 @@ class FakeIo final : public SessionIo {
 
   std::string out;
   size_t queued_bytes = 0;
+  bool accumulate = false;
   bool reading = true;
   bool closed = false;
   bool aborted = false;
@@ -454,6 +458,32 @@ TEST_F(SessionTest, PrefetchedMessageGoneStillAnswersInTurn) {
   }
   EXPECT_NE(io.out.find(kMessage2 + ".\r\n-ERR Message no longer exists.\r\n+OK\r\n"), std::string::npos)
       << io.out;
+}
+
+TEST_F(SessionTest, HugeListingIsWrittenInPiecesAsTheClientReads) {
+  auto& carol = backend.add_account("carol", "pw");
+  for (uint32_t uid = 1; uid <= 50000; ++uid) carol.messages.push_back({uid, "x\r\n", false, {}});
+  ASSERT_EQ(exchange("USER carol\r\nPASS pw\r\n"), "+OK\r\n+OK Logged in.\r\n");
+  io.out.clear();
+  io.accumulate = true;
+  session->on_input("UIDL\r\nNOOP\r\n");
+  const size_t first_piece = io.out.size();
+  EXPECT_GT(first_piece, 0u);
+  EXPECT_LT(first_piece, 1024u * 1024);
+  std::string expected = "+OK\r\n";
+  for (uint32_t i = 1; i <= 50000; ++i) {
+    char line[64];
+    snprintf(line, sizeof line, "%u %08x%08x\r\n", i, i, 1u);
+    expected += line;
+  }
+  expected += ".\r\n+OK\r\n";
+  EXPECT_LT(first_piece, expected.size());
+  session->on_drain();  // still nothing read: nothing more written
+  EXPECT_EQ(io.out.size(), first_piece);
+  io.accumulate = false;
+  io.queued_bytes = 0;
+  session->on_drain();
+  EXPECT_EQ(io.out, expected);
 }
 
 TEST(SaslTest, Base64RoundTripAndStrictness) {

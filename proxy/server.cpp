@@ -48,8 +48,14 @@ std::shared_ptr<Runtime> Server::make_runtime(Config config) {
       log::warn("upstream ", upstream.name, ": verify = false: the IMAP server's certificate is "
                 "NOT checked; passwords can be intercepted");
   }
-  runtime->backend = std::make_unique<ImapBackend>(loop_, config.upstreams, config.mailbox,
-                                                   config.server.upstream_threads);
+  auto backend = std::make_unique<ImapBackend>(loop_, config.upstreams, config.mailbox,
+                                               config.server.upstream_threads);
+  if (std::string error = backend->configuration_error(); !error.empty()) {
+    log::error(error);
+    backend->shutdown();
+    return nullptr;
+  }
+  runtime->backend = std::move(backend);
   runtime->config = std::move(config);
   return runtime;
 }

@@ -150,4 +150,11 @@ void ImapBackend::login(const Credentials& credentials, LoginHandler done) {
       });
 }
 
+std::string ImapBackend::configuration_error() const {
+  for (const auto& settings : settings_) {
+    if (!settings->tls_error.empty()) return "upstream " + settings->upstream.name + ": " + settings->tls_error;
+  }
+  return {};
+}
+
 }  // namespace popbridge

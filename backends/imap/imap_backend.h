@@ -46,6 +46,10 @@ class ImapBackend final : public Backend {
   // Stops the workers (after the jobs already running) and closes the uv_async_t; call before the loop ends.
   void shutdown() override;
 
+  // Why an upstream cannot work as configured (an unusable ca_file, ...),
+  // or "" when every one can: the server refuses to start or reload then.
+  std::string configuration_error() const;
+
  private:
   std::vector<UpstreamConfig> upstreams_;  // for routing
   MailboxConfig mailbox_;

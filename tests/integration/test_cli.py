@@ -117,6 +117,15 @@ hide_keyword = "$POP3Deleted"
         self.assertEqual(r.returncode, 1)
         self.assertIn("log_level", r.stderr)
 
+    def test_unusable_upstream_ca_file_refuses_to_start(self):
+        not_pem = self.write("ca.pem", "not a certificate\n")
+        path = self.write("ca.toml", '[[listener]]\naddress = "127.0.0.1:%d"\n'
+                          '[[upstream]]\ntls = "implicit"\nport = 993\nca_file = "%s"\n'
+                          % (free_port(), not_pem))
+        r = self.run_bin("--config", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot load CA certificates from " + not_pem, r.stderr)
+
 
 if __name__ == "__main__":
     main()

@@ -347,6 +347,19 @@ class ProxyProtocolTest(OpsTestCase):
         wait_log(self.popbridge, "client=198.51.100.8:40004 ", start)
         self.assertIn("198.51.100.7:40003 refused: max_sessions_per_ip", self.popbridge.read_log(start))
 
+    def test_header_without_address_is_not_loopback(self):
+        # v1 UNKNOWN and v2 LOCAL name no client: popbridge serves the
+        # connection, but the balancer's loopback address must not count as
+        # the client's (no plaintext login without allow_plaintext_auth).
+        v2_local = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00])
+        for preamble in (b"PROXY UNKNOWN\r\n", v2_local):
+            with self.subTest(preamble=preamble):
+                c = self.src(self.popbridge.ports["proxy"], preamble=preamble)
+                self.assertTrue(c.greeting.startswith(b"+OK"), c.greeting)
+                r = c.cmd("USER nobody")
+                self.assertTrue(r.startswith(b"-ERR [AUTH] Plaintext authentication disallowed"), r)
+                self.assertOk(c.quit())
+
     def test_garbage_instead_of_header_is_closed(self):
         c = self.src(self.popbridge.ports["proxy"], preamble=b"USER alice\r\n",
                     read_greeting=False)

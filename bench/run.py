@@ -1293,6 +1293,16 @@ class Bench:
         L.append("- The %d session users share the same %d message files (hard links)."
                  % (p["sessions"], p["session_retr"]))
         L.append("- Load generator, servers and the upstream share the %d cores." % self.nproc)
+        up_a = [r.get("upstream_procs_peak", 0) for r in data.get("sessions", {}).get("A", [])]
+        up_b = [r.get("upstream_procs_peak", 0) for r in data.get("sessions", {}).get("B", [])]
+        if up_a and up_b:
+            L.append("- Upstream IMAP sessions during the %d-session workload (peak number of "
+                     "upstream `imap` processes, sampled every second): A %d, B %d. popbridge "
+                     "keeps one upstream session per logged-in POP3 session; B's pop3 processes "
+                     "answer the login from their local imapc index and connect upstream only "
+                     "while they fetch (here: during each session's RETRs), so B's upstream "
+                     "memory is small and its RETR latency large."
+                     % (p["sessions"], max(up_a), max(up_b)))
         for n in self.notes:
             L.append("- " + n)
         for f in self.failures:
@@ -1452,6 +1462,11 @@ def main():
         else:
             shutil.rmtree(bench.base, ignore_errors=True)
     bench.check_failures()
+    try:
+        with open(os.path.join(args.build_dir, "bench-runs.json"), "w") as f:
+            json.dump(dict(profile=profile, runs=bench.runs, client=client), f, indent=1)
+    except OSError:
+        pass
     text, _ = bench.report(time.monotonic() - t0, client)
     out = args.out or (None if args.quick else os.path.join(HERE, "RESULTS.md"))
     if out:

@@ -103,8 +103,9 @@ ClientConnection::ClientConnection(ServerContext& context,
 
 ClientConnection::~ClientConnection() {
   if (session_) log_logout();
-  if (counted_ && --context_.sessions_per_ip[client_ip_] == 0) {
-    context_.sessions_per_ip.erase(client_ip_);
+  if (counted_) {
+    --context_.sessions;
+    if (--context_.sessions_per_ip[client_ip_] == 0) context_.sessions_per_ip.erase(client_ip_);
   }
   context_.connections.erase(this);
   context_.metrics.sessions_open = context_.connections.size();
@@ -115,13 +116,14 @@ ClientConnection::~ClientConnection() {
 // limits and start the POP3 session.
 void ClientConnection::begin() {
   const Config& config = runtime_->config;
-  if (context_.connections.size() > config.server.max_sessions) return refuse("max_sessions");
+  if (context_.sessions >= config.server.max_sessions) return refuse("max_sessions");
   unsigned& per_ip = context_.sessions_per_ip[client_ip_];
   if (config.server.max_sessions_per_ip != 0 && per_ip >= config.server.max_sessions_per_ip) {
     if (per_ip == 0) context_.sessions_per_ip.erase(client_ip_);
     return refuse("max_sessions_per_ip");
   }
   ++per_ip;
+  ++context_.sessions;
   counted_ = true;
   log::debug("connection from ", client_);
 

@@ -43,6 +43,7 @@ struct ServerContext {
   AuthPenalty penalty;
   Metrics metrics;
   std::unordered_set<ClientConnection*> connections;
+  size_t sessions = 0;  // connections past the limits; refused ones do not count
   std::unordered_map<std::string, unsigned> sessions_per_ip;
   std::function<void()> on_connection_closed;  // set while shutting down
 };

@@ -491,7 +491,9 @@ void Pop3Session::on_commit(Status status) {
     close("quit");
   } else {
     log::warn("pop3 ", options_.peer, ": commit failed: ", status.detail);
-    reply("-ERR [SYS/TEMP] Could not commit the session, nothing was changed.");
+    // RFC 1939's wording: the outcome upstream is unknown when the answer
+    // was lost, so promise nothing either way.
+    reply("-ERR [SYS/TEMP] Some deleted messages may not have been removed.");
     close("commit failed");
   }
 }

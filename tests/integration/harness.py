@@ -430,13 +430,12 @@ def popbridge_bin():
     path = os.environ.get("POPBRIDGE_BIN")
     if path:
         return path
-    # Convenience when run by hand from the source tree.
+    # Convenience when run by hand from the source tree: the newest build.
     root = os.path.dirname(os.path.dirname(HERE))
-    for build in sorted(os.listdir(root)):
-        cand = os.path.join(root, build, "proxy", "popbridge")
-        if build.startswith("build") and os.access(cand, os.X_OK):
-            return cand
-    return None
+    candidates = [os.path.join(root, build, "proxy", "popbridge")
+                  for build in os.listdir(root) if build.startswith("build")]
+    candidates = [c for c in candidates if os.access(c, os.X_OK)]
+    return max(candidates, key=os.path.getmtime) if candidates else None
 
 
 def toml_str(s):

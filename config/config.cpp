@@ -561,6 +561,8 @@ class Loader {
       } else if (key == "verify") {
         if (auto b = boolean(node, path)) out.verify = *b;
       } else if (key == "ca_file") {
+        // "" is the default: the system's CA store.
+        if (auto text = node.as_string(); text && text->get().empty()) continue;
         if (auto f = readable_file(node, path)) out.ca_file = *f;
       } else {
         unknown_key(key, path);

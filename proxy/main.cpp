@@ -9,6 +9,7 @@
 
 #include "config/config.h"
 #include "proxy/server.h"
+#include "backends/imap/upstream_stream.h"
 #include "proxy/tls_stream.h"
 
 namespace {
@@ -25,14 +26,22 @@ std::optional<popbridge::Config> load_or_report(const std::string& path) {
   return std::move(result.config);
 }
 
-// Readable is not enough: the certificate and key must load and match, as
+// Readable is not enough: certificates, keys and CA files must load, as
 // they will at start-up and on every reload.
 bool tls_files_usable(const popbridge::Config& config, const std::string& path) {
-  if (!config.tls) return true;
   std::string error;
-  if (popbridge::TlsContext::create(*config.tls, error)) return true;
-  fprintf(stderr, "%s: tls: %s\n", path.c_str(), error.c_str());
-  return false;
+  if (config.tls && !popbridge::TlsContext::create(*config.tls, error)) {
+    fprintf(stderr, "%s: tls: %s\n", path.c_str(), error.c_str());
+    return false;
+  }
+  for (const popbridge::UpstreamConfig& upstream : config.upstreams) {
+    if (upstream.tls == popbridge::TlsMode::kNone) continue;
+    if (!popbridge::imap::UpstreamTls::create(upstream.verify, upstream.ca_file, &error)) {
+      fprintf(stderr, "%s: upstream %s: %s\n", path.c_str(), upstream.name.c_str(), error.c_str());
+      return false;
+    }
+  }
+  return true;
 }
 
 // A busy proxy holds two descriptors per session: use all we may.

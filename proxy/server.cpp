@@ -2,6 +2,8 @@
 
 #include <signal.h>
 
+#include <cstring>
+
 #include "backends/imap/imap_backend.h"
 #include "common/log.h"
 
@@ -122,7 +124,14 @@ void Server::reload() {
                            result.config->metrics.address != old.metrics.address;
   for (size_t i = 0; !listeners_changed && i < old.listeners.size(); ++i) {
     const ListenerConfig &a = old.listeners[i], &b = result.config->listeners[i];
-    listeners_changed = a.address != b.address || a.tls != b.tls || a.proxy_protocol != b.proxy_protocol;
+    listeners_changed = a.address != b.address || a.tls != b.tls ||
+                        a.proxy_protocol != b.proxy_protocol ||
+                        a.trusted_proxies.size() != b.trusted_proxies.size();
+    for (size_t j = 0; !listeners_changed && j < a.trusted_proxies.size(); ++j) {
+      const Cidr &x = a.trusted_proxies[j], &y = b.trusted_proxies[j];
+      listeners_changed = x.family != y.family || x.prefix != y.prefix ||
+                          std::memcmp(x.bytes, y.bytes, sizeof x.bytes) != 0;
+    }
   }
   if (listeners_changed)
     log::warn("reload: [[listener]] and [metrics] changes take effect after a restart");

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds popbridge and runs every test: the unit tests and the integration
 # tests (a private Dovecot, the popbridge binary, real POP3 clients), first
-# in a normal build, then again in an AddressSanitizer + UBSan build.
+# in an AddressSanitizer + UBSan build, then again in a release build.
 #
 #   bash scripts/test.sh                 everything
 #   bash scripts/test.sh -L integration  only the integration tests (ctest args pass through)

@@ -145,11 +145,7 @@ std::shared_ptr<const ImapSettings> make_imap_settings(UpstreamConfig upstream,
     std::string error;
     settings->tls =
         UpstreamTls::create(settings->upstream.verify, settings->upstream.ca_file, &error);
-    if (settings->tls == nullptr) {
-      settings->tls_error = error;
-      log::error("upstream ", settings->upstream.name, ": ", error,
-                 "; every login to it will fail");
-    }
+    if (settings->tls == nullptr) settings->tls_error = error;  // the server reports it
   }
   return settings;
 }

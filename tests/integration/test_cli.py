@@ -125,6 +125,9 @@ hide_keyword = "$POP3Deleted"
         r = self.run_bin("--config", path)
         self.assertEqual(r.returncode, 1)
         self.assertIn("cannot load CA certificates from " + not_pem, r.stderr)
+        r = self.run_bin("--check-config", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot load CA certificates from " + not_pem, r.stderr)
 
 
 if __name__ == "__main__":

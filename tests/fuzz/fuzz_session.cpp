@@ -314,9 +314,13 @@ class Harness {
       // of its read (plaintext behind STLS), later reads count as TLS.
       for (const char* input : {"\r\n", "*\r\n", "QUIT\r\n"}) {
         if (!c.open()) break;
+        if (trace_) std::fprintf(stderr, "probe <- %s\n", show(input).c_str());
         c.session->on_input(input);
         settle();
       }
+      if (trace_ && c.open())
+        std::fprintf(stderr, "still open (delayed %zu, backend pending %zu, reading %d): %s\n", c.io.delayed.size(),
+                     backend_.pending(), c.io.reading, show(c.io.out, 100000).c_str());
       FUZZ_CHECK(c.io.closed || c.io.aborted, "session did not end after QUIT: ...%s",
                  show(std::string_view(c.io.out).substr(c.io.out.size() > 120 ? c.io.out.size() - 120 : 0)).c_str());
       check_output(c, true);
@@ -437,7 +441,7 @@ class Harness {
         const size_t before = c.io.out.size();
         c.io.queued_bytes = 0;
         c.session->on_drain();
-        moved |= c.io.out.size() != before || backend_.pending() > 0;
+        moved |= c.io.out.size() != before || backend_.pending() > 0 || !c.io.delayed.empty();
       }
       if (!moved) break;
     }

@@ -22,6 +22,7 @@ class MemoryBackend::MemoryMailbox final : public Mailbox {
   }
 
   void fetch(uint32_t uid, uint64_t offset, uint64_t length, ChunkHandler done) override {
+    backend_.fetch_lengths_.push_back(length);
     backend_.post(guard([this, uid, offset, length, done = std::move(done)] {
       Status status;
       if (backend_.take_failure(status)) return done(status, {});

@@ -46,6 +46,8 @@ class MemoryBackend final : public Backend {
   bool run_one();
   size_t pending() const { return queue_.size(); }
   size_t open_mailboxes() const { return open_; }
+  // The `length` of every fetch asked for, in order.
+  const std::vector<uint64_t>& fetch_lengths() const { return fetch_lengths_; }
 
   void login(const Credentials& credentials, LoginHandler done) override;
 
@@ -59,6 +61,7 @@ class MemoryBackend final : public Backend {
   std::deque<std::function<void()>> queue_;
   UpstreamError fail_next_ = UpstreamError::kNone;
   size_t open_ = 0;
+  std::vector<uint64_t> fetch_lengths_;
 };
 
 }  // namespace popbridge

@@ -68,6 +68,7 @@ struct Pop3Session::Transfer {
   bool started = false;        // the +OK line is out: errors can no longer be reported
   bool awaiting_drain = false;
   bool is_retr = false;
+  uint64_t requested = 0;      // length asked of the fetch in flight (or just answered)
 };
 
 template <typename F>
@@ -503,7 +504,7 @@ void Pop3Session::on_commit(Status status) {
 void Pop3Session::start_transfer(uint32_t index, int64_t body_lines, std::string status_line) {
   transfer_ = std::make_unique<Transfer>(Transfer{
       index, snapshot_.messages[index].uid, 0, pop3::MessageEncoder(body_lines),
-      std::move(status_line), false, false, body_lines < 0});
+      std::move(status_line), false, false, body_lines < 0, options_.chunk_size});
   busy_ = true;
   const uint32_t uid = transfer_->uid;
   auto slot = std::find_if(prefetched_.begin(), prefetched_.end(),
@@ -581,7 +582,13 @@ void Pop3Session::on_prefetched(uint32_t uid, Status status, std::string data) {
 
 void Pop3Session::fetch_next_chunk() {
   const auto started = std::chrono::steady_clock::now();
-  mailbox_->fetch(transfer_->uid, transfer_->offset, options_.chunk_size,
+  // The first piece is small (it may be all a message has, and prefetched
+  // ones wait in memory); a big message gets bigger pieces, up to
+  // max_chunk_size, so it costs the upstream few round trips and seeks.
+  transfer_->requested = transfer_->offset == 0
+                             ? options_.chunk_size
+                             : std::min<uint64_t>(options_.max_chunk_size, transfer_->requested * 2);
+  mailbox_->fetch(transfer_->uid, transfer_->offset, transfer_->requested,
                   guarded([this, started](Status status, std::string data) {
                     if (state_ == State::kClosed) return;
                     upstream_done(UpstreamOp::kFetch, status, started);
@@ -612,8 +619,15 @@ void Pop3Session::on_chunk(Status status, std::string data) {
     out_ += transfer.status_line;
     transfer.started = true;
   }
-  const bool eof = data.size() < options_.chunk_size;
+  const bool eof = data.size() < transfer.requested;
   transfer.offset += data.size();
+  // A RETR goes on until the end of the message: ask for the next piece
+  // before encoding this one, so the upstream works while we do.
+  bool fetching = false;
+  if (!eof && transfer.is_retr && io_.queued() + out_.size() <= options_.high_watermark) {
+    fetch_next_chunk();
+    fetching = true;
+  }
   const bool done = transfer.encoder.encode(data, out_) || eof;
   if (done) {
     transfer.encoder.finish(out_);
@@ -629,6 +643,7 @@ void Pop3Session::on_chunk(Status status, std::string data) {
     return;
   }
   flush();
+  if (fetching) return;
   if (io_.queued() > options_.high_watermark) {
     transfer.awaiting_drain = true;
   } else {

@@ -54,7 +54,8 @@ struct SessionStats {
 struct SessionOptions {
   std::string peer;                      // client address, for logs
   std::string implementation = "popbridge";
-  size_t chunk_size = 256 * 1024;        // octets per upstream fetch
+  size_t chunk_size = 256 * 1024;        // octets of a message's first upstream fetch
+  size_t max_chunk_size = 2 * 1024 * 1024;  // later fetches double up to this
   size_t high_watermark = 512 * 1024;    // queued output above which we stop producing
   size_t input_limit = 64 * 1024;        // buffered input above which we stop reading
   size_t prefetch = 2;                   // pipelined RETR/TOPs whose first chunk is fetched early

@@ -486,6 +486,31 @@ TEST_F(SessionTest, HugeListingIsWrittenInPiecesAsTheClientReads) {
   EXPECT_EQ(io.out, expected);
 }
 
+TEST_F(SessionTest, BigMessagesAreFetchedInGrowingPieces) {
+  tweak = [](SessionOptions& options) {
+    options.chunk_size = 1000;
+    options.max_chunk_size = 8000;
+    options.prefetch = 0;
+  };
+  session = make_session(io);
+  std::string big;
+  for (int i = 0; i < 2000; ++i) big += (i % 50 == 0 ? ".line " : "line ") + std::to_string(i) + "\r\n";
+  backend.account("alice")->messages[0].data = big;
+  login();
+  const std::string out = exchange("RETR 1\r\n");
+  std::string stuffed;
+  for (size_t at = 0; at < big.size();) {
+    const size_t end = big.find("\r\n", at) + 2;
+    if (big[at] == '.') stuffed += '.';
+    stuffed += big.substr(at, end - at);
+    at = end;
+  }
+  EXPECT_TRUE(out == "+OK " + std::to_string(big.size()) + " octets\r\n" + stuffed + ".\r\n");
+  const std::vector<uint64_t> expected = {1000, 2000, 4000, 8000, 8000};
+  ASSERT_GE(backend.fetch_lengths().size(), expected.size());
+  EXPECT_TRUE(std::equal(expected.begin(), expected.end(), backend.fetch_lengths().begin()));
+}
+
 TEST(SaslTest, Base64RoundTripAndStrictness) {
   EXPECT_EQ(pop3::encode_base64("any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
   EXPECT_EQ(pop3::decode_base64("YW55IGNhcm5hbCBwbGVhcw=="), "any carnal pleas");

@@ -2,8 +2,9 @@
 # Installs everything a fresh Debian 12 needs to build popbridge and run all
 # of its tests: compiler and libraries, Dovecot (the IMAP upstream and the
 # POP3 reference the integration tests start privately), the real POP3
-# clients the tests drive (curl, fetchmail, mpop), and HAProxy (the PROXY
-# protocol tests put it in front of popbridge).
+# clients the tests drive (curl, fetchmail, mpop), HAProxy (the PROXY
+# protocol tests put it in front of popbridge), and clang with libFuzzer
+# (scripts/fuzz.sh).
 #
 # Idempotent: when every package is already installed it does nothing.
 # Set POPBRIDGE_FORCE_APT=1 to run apt-get anyway.
@@ -15,6 +16,7 @@ PACKAGES=(
   dovecot-imapd dovecot-pop3d
   python3 curl fetchmail mpop haproxy
   openssl ca-certificates procps
+  clang libclang-rt-14-dev
 )
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -288,36 +288,47 @@ class Loader {
     return duration(node, path);
   }
 
-  // ["10.0.0.0/8", "::1/128", "192.0.2.7"] (a bare address is a /32 or /128).
-  void cidr_list(const toml::node& node, std::string_view path, std::vector<Cidr>& out) {
+  // Calls each(element, "path[i]", text) for every string of an array;
+  // reports a missing array (with `expected`) and elements that are not
+  // (non-empty, when asked) strings.
+  template <typename Each>
+  void string_array(const toml::node& node, std::string_view path, bool allow_empty_array,
+                    bool nonempty, std::string_view expected, Each each) {
     const toml::array* array = node.as_array();
-    if (!array) {
-      error(node, path, "expected an array of address blocks, e.g. [\"10.0.0.0/8\"]");
+    if (!array || (!allow_empty_array && array->empty())) {
+      error(node, path, expected);
       return;
     }
     for (size_t i = 0; i < array->size(); ++i) {
       const toml::node& element = (*array)[i];
       const std::string element_path = std::string(path) + "[" + std::to_string(i) + "]";
-      auto text = string(element, element_path);
-      if (!text) continue;
+      auto text = nonempty ? nonempty_string(element, element_path) : string(element, element_path);
+      if (text) each(element, element_path, *text);
+    }
+  }
+
+  // ["10.0.0.0/8", "::1/128", "192.0.2.7"] (a bare address is a /32 or /128).
+  void cidr_list(const toml::node& node, std::string_view path, std::vector<Cidr>& out) {
+    string_array(node, path, true, false, "expected an array of address blocks, e.g. [\"10.0.0.0/8\"]",
+                 [&](const toml::node& element, const std::string& element_path, const std::string& text) {
       Cidr cidr;
-      const size_t slash = text->find('/');
-      const std::string address = text->substr(0, slash);
+      const size_t slash = text.find('/');
+      const std::string address = text.substr(0, slash);
       cidr.family = address.find(':') != std::string::npos ? AF_INET6 : AF_INET;
       const unsigned max_prefix = cidr.family == AF_INET ? 32 : 128;
       cidr.prefix = max_prefix;
       bool ok = inet_pton(cidr.family, address.c_str(), cidr.bytes) == 1;
       if (ok && slash != std::string::npos) {
-        const std::string prefix = text->substr(slash + 1);
+        const std::string prefix = text.substr(slash + 1);
         ok = all_digits(prefix) && prefix.size() <= 3 && std::stoul(prefix) <= max_prefix;
         if (ok) cidr.prefix = static_cast<unsigned>(std::stoul(prefix));
       }
       if (!ok) {
-        error(element, element_path, quote(*text) + " is not an address block like \"10.0.0.0/8\"");
-        continue;
+        error(element, element_path, quote(text) + " is not an address block like \"10.0.0.0/8\"");
+        return;
       }
       out.push_back(cidr);
-    }
+    });
   }
 
   void metrics_section(const toml::table& table, MetricsConfig& out) {
@@ -481,49 +492,33 @@ class Loader {
 
   // hosts = ["imap1.example.com:993", "[2001:db8::1]:993"], tried in order.
   void host_list(const toml::node& node, std::string_view path, std::vector<HostPort>& out) {
-    const toml::array* array = node.as_array();
-    if (!array || array->empty()) {
-      error(node, path, "expected a non-empty array of \"host:port\" strings");
-      return;
-    }
-    for (size_t i = 0; i < array->size(); ++i) {
-      const toml::node& element = (*array)[i];
-      const std::string element_path = std::string(path) + "[" + std::to_string(i) + "]";
-      auto text = nonempty_string(element, element_path);
-      if (!text) continue;
-      const size_t colon = text->rfind(':');
-      const std::string port_text = colon == std::string::npos ? "" : text->substr(colon + 1);
+    string_array(node, path, false, true, "expected a non-empty array of \"host:port\" strings",
+                 [&](const toml::node& element, const std::string& element_path, const std::string& text) {
+      const size_t colon = text.rfind(':');
+      const std::string port_text = colon == std::string::npos ? "" : text.substr(colon + 1);
       if (colon == std::string::npos || !all_digits(port_text) || port_text.size() > 5 ||
           std::stoi(port_text) < 1 || std::stoi(port_text) > 65535 ||
-          (text->find(':') != colon && (*text)[0] != '[')) {
+          (text.find(':') != colon && text[0] != '[')) {
         error(element, element_path, "expected \"host:port\" with a port 1-65535, e.g. \"imap.example.com:993\"");
-        continue;
+        return;
       }
-      if (auto host = upstream_host(element, element_path, text->substr(0, colon)))
+      if (auto host = upstream_host(element, element_path, text.substr(0, colon)))
         out.push_back({*host, static_cast<uint16_t>(std::stoi(port_text))});
-    }
+    });
   }
 
   // domains = ["example.com", "example.org"]: lower-cased, without '@'.
   void domain_list(const toml::node& node, std::string_view path, std::vector<std::string>& out) {
-    const toml::array* array = node.as_array();
-    if (!array || array->empty()) {
-      error(node, path, "expected a non-empty array of domain names");
-      return;
-    }
-    for (size_t i = 0; i < array->size(); ++i) {
-      const toml::node& element = (*array)[i];
-      const std::string element_path = std::string(path) + "[" + std::to_string(i) + "]";
-      auto text = nonempty_string(element, element_path);
-      if (!text) continue;
-      std::string domain = *text;
+    string_array(node, path, false, true, "expected a non-empty array of domain names",
+                 [&](const toml::node& element, const std::string& element_path, const std::string& text) {
+      std::string domain = text;
       for (char& c : domain) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       if (!is_hostname(domain)) {
-        error(element, element_path, quote(*text) + " is not a domain name");
-        continue;
+        error(element, element_path, quote(text) + " is not a domain name");
+        return;
       }
       out.push_back(domain);
-    }
+    });
   }
 
   void upstream(const toml::table& table, std::string_view base, UpstreamConfig& out) {

@@ -376,6 +376,12 @@ Status ImapSession::login(const Credentials& credentials) {
     return authenticate_plain(credentials);
   }
   int rc = mailimap_login(imap_, credentials.user.c_str(), credentials.password.c_str());
+  return login_outcome(rc, command);
+}
+
+// A refused login is kAuthFailed, unless the server said the failure is
+// temporary ([UNAVAILABLE], [SERVERBUG], ...): then it is kUnavailable.
+Status ImapSession::login_outcome(int rc, const std::string& command) {
   Status status = outcome(rc, command, MAILIMAP_ERROR_LOGIN, UpstreamError::kAuthFailed,
                           UpstreamError::kAuthFailed);
   if (status.error == UpstreamError::kAuthFailed && imap_->imap_response_info != nullptr &&
@@ -403,13 +409,7 @@ Status ImapSession::authenticate_plain(const Credentials& credentials) {
     }
     return lost(command, "SASL exchange failed");
   }
-  Status status = outcome(rc, command, MAILIMAP_ERROR_LOGIN, UpstreamError::kAuthFailed,
-                          UpstreamError::kAuthFailed);
-  if (status.error == UpstreamError::kAuthFailed && imap_->imap_response_info != nullptr &&
-      is_temporary_code(imap_->imap_response_info->rsp_atom)) {
-    status.error = UpstreamError::kUnavailable;
-  }
-  return status;
+  return login_outcome(rc, command);
 }
 
 // snapshot(), hide() and the commit policies: imap_policy.cpp.

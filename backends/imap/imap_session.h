@@ -100,6 +100,7 @@ class ImapSession {
   Status lost(const std::string& command, const std::string& why);
   std::string server_text() const;
   Status authenticate_plain(const Credentials& credentials);
+  Status login_outcome(int rc, const std::string& command);
   // One host of connect(); *next: whether the next host may be tried.
   Status connect_host(const HostPort& target, bool* next);
   Status starttls(const HostPort& target);

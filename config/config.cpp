@@ -804,9 +804,80 @@ bool Cidr::contains(const sockaddr* address) const {
   return (candidate[whole] & mask) == (bytes[whole] & mask);
 }
 
+namespace {
+
+// toml++ 3.3 (Debian 12) reaches __builtin_unreachable() when it checks
+// some non-ASCII characters for being whitespace (upstream issues #190 and
+// #295). TOML's syntax is ASCII: other characters belong inside strings and
+// comments only, where it never makes that check, except right after a
+// line-ending backslash in a """ string. So find any other one first and
+// report it as the syntax error it is. Returns its 1-based line and column.
+std::optional<std::pair<uint32_t, uint32_t>> misplaced_non_ascii(std::string_view text) {
+  enum class In { kCode, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral } in = In::kCode;
+  uint32_t line = 1, column = 1;
+  bool skipping_whitespace = false;  // after a line-ending backslash in """
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    const bool non_ascii = static_cast<unsigned char>(c) >= 0x80;
+    const auto starts = [&](std::string_view token) { return text.substr(i, token.size()) == token; };
+    if (skipping_whitespace) {
+      if (non_ascii) return std::pair{line, column};
+      if (c != ' ' && c != '\t' && c != '\r' && c != '\n') skipping_whitespace = false;
+    }
+    switch (in) {
+      case In::kCode:
+        if (non_ascii) return std::pair{line, column};
+        if (c == '#') in = In::kComment;
+        else if (starts("\"\"\"")) in = In::kMultiBasic, i += 2, column += 2;
+        else if (starts("'''")) in = In::kMultiLiteral, i += 2, column += 2;
+        else if (c == '"') in = In::kBasic;
+        else if (c == '\'') in = In::kLiteral;
+        break;
+      case In::kComment:
+        if (c == '\n') in = In::kCode;
+        break;
+      case In::kBasic:
+        if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') ++i, ++column;
+        else if (c == '"' || c == '\n') in = In::kCode;
+        break;
+      case In::kLiteral:
+        if (c == '\'' || c == '\n') in = In::kCode;
+        break;
+      case In::kMultiBasic:
+        if (c == '\\') {
+          size_t j = i + 1;
+          while (j < text.size() && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r')) ++j;
+          if (j < text.size() && text[j] == '\n') skipping_whitespace = true;
+          else ++i, ++column;
+        } else if (starts("\"\"\"")) {
+          in = In::kCode, i += 2, column += 2;
+        }
+        break;
+      case In::kMultiLiteral:
+        if (starts("'''")) in = In::kCode, i += 2, column += 2;
+        break;
+    }
+    if (text[i] == '\n') {
+      ++line;
+      column = 1;
+    } else if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) {
+      ++column;  // columns count characters, not UTF-8 continuation bytes
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 ConfigResult parse_config(std::string_view text, std::string_view source_name) {
   Loader loader(source_name);
   ConfigResult result;
+  if (auto place = misplaced_non_ascii(text)) {
+    loader.error(toml::source_position{place->first, place->second}, "syntax error",
+                 "non-ASCII character outside a string or comment");
+    result.errors = loader.take_errors();
+    return result;
+  }
   toml::table table;
   try {
     table = toml::parse(text, source_name);

@@ -202,6 +202,21 @@ TEST(ConfigRouting, Errors) {
                           "popbridge.toml:11:15: upstream[1].hosts[1]: \"bad host\" is not a valid hostname or IP address"));
 }
 
+TEST(ConfigUnicode, NonAsciiOnlyInStringsAndComments) {
+  Config c = config_of(std::string("# Konfiguration f\xC3\xBCr Ger\xC3\xA4te\n") + kMinimal +
+                       "folder = \"Entw\xC3\xBCrfe\"\nname = 'b\xC3\xBCro' # \xC3\xA9\n");
+  EXPECT_EQ(c.upstreams[0].folder, "Entw\xC3\xBCrfe");
+  EXPECT_EQ(c.upstreams[0].name, "b\xC3\xBCro");
+  // Where toml++ 3.3 would test the character for being whitespace (and hit
+  // undefined behaviour), it is a syntax error found before parsing.
+  EXPECT_THAT(errors_of("\xC3\xA9"), ElementsAre("popbridge.toml:1:1: syntax error: non-ASCII character "
+                                                 "outside a string or comment"));
+  EXPECT_THAT(errors_of("[server]\nlog_level = \xC3\xA9\n"),
+              ElementsAre("popbridge.toml:2:13: syntax error: non-ASCII character outside a string or comment"));
+  EXPECT_THAT(errors_of("[server]\nlog_level = \"\"\"a\\\n  \xE3\x80\x80" "b\"\"\"\n"),
+              ElementsAre("popbridge.toml:3:3: syntax error: non-ASCII character outside a string or comment"));
+}
+
 // ---------------------------------------------------------------------------
 // Valid files
 

@@ -857,6 +857,7 @@ std::optional<std::pair<uint32_t, uint32_t>> misplaced_non_ascii(std::string_vie
         if (starts("'''")) in = In::kCode, i += 2, column += 2;
         break;
     }
+    if (i >= text.size()) break;  // an escape's backslash was the last byte
     if (text[i] == '\n') {
       ++line;
       column = 1;

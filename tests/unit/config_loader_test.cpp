@@ -213,6 +213,9 @@ TEST(ConfigUnicode, NonAsciiOnlyInStringsAndComments) {
                                                  "outside a string or comment"));
   EXPECT_THAT(errors_of("[server]\nlog_level = \xC3\xA9\n"),
               ElementsAre("popbridge.toml:2:13: syntax error: non-ASCII character outside a string or comment"));
+  for (const char* cut : {"x = \"\"\"\\", "x = \"\\", "x = \"\"\"a\\ ", "x = '''"}) {
+    EXPECT_FALSE(parse(cut).config) << cut;  // unterminated: an error, read within bounds
+  }
   EXPECT_THAT(errors_of("[server]\nlog_level = \"\"\"a\\\n  \xE3\x80\x80" "b\"\"\"\n"),
               ElementsAre("popbridge.toml:3:3: syntax error: non-ASCII character outside a string or comment"));
 }

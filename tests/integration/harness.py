@@ -15,6 +15,7 @@ make sense for popbridge skip themselves in that mode.
 
 import imaplib
 import itertools
+import json
 import os
 import pwd
 import re
@@ -425,6 +426,26 @@ def _group_alive(pgid):
 
 # --------------------------------------------------------------------------
 # popbridge
+
+
+def secret_forms(secrets):
+    """Every way a secret could show up in a text or JSON log line."""
+    out = set()
+    for s in secrets:
+        if len(s) < 4:
+            continue
+        out.add(s)
+        out.add(json.dumps(s)[1:-1])
+        out.add(json.dumps(s, ensure_ascii=False)[1:-1])
+    return out
+
+
+def assert_no_secrets(where, log_text, secrets):
+    """Fails if any password or AUTH string appears in popbridge's log."""
+    found = sorted(s for s in secret_forms(secrets) if s in log_text)
+    if found:
+        raise AssertionError("%s: popbridge's log contains passwords or AUTH strings: %r"
+                             % (where, found))
 
 def popbridge_bin():
     path = os.environ.get("POPBRIDGE_BIN")

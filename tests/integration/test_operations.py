@@ -20,7 +20,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from harness import (AGAINST_DOVECOT, HIDE_KEYWORD, IO_TIMEOUT, SPECIAL_USER,
+from harness import (AGAINST_DOVECOT, assert_no_secrets, HIDE_KEYWORD, IO_TIMEOUT, SPECIAL_USER,
                      Pop3, Pop3TestCase, Popbridge, free_port, main,
                      make_tempdir, toml_str, wait_for_port)
 
@@ -51,24 +51,6 @@ def wait_log(pb, needle, start=0, timeout=15.0):
 
 def logout_lines(text):
     return [l for l in text.splitlines() if " logout " in l or '"event":"logout"' in l]
-
-
-def secret_forms(secrets):
-    out = set()
-    for s in secrets:
-        if len(s) < 4:
-            continue
-        out.add(s)
-        out.add(json.dumps(s)[1:-1])
-        out.add(json.dumps(s, ensure_ascii=False)[1:-1])
-    return out
-
-
-def assert_no_secrets(where, log_text, secrets):
-    found = sorted(s for s in secret_forms(secrets) if s in log_text)
-    if found:
-        raise AssertionError("%s: popbridge's log contains passwords or AUTH strings: %r"
-                             % (where, found))
 
 
 class SrcPop3(Pop3):

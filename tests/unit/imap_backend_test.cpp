@@ -23,25 +23,7 @@ using namespace std::chrono_literals;
 using imap::test_support::FakeImapServer;
 using imap::test_support::Loop;
 
-class Commands {
- public:
-  void add(const std::string& command) {
-    std::lock_guard lock(mutex_);
-    seen_.push_back(command);
-  }
-  std::vector<std::string> get() {
-    std::lock_guard lock(mutex_);
-    return seen_;
-  }
-  bool saw(const std::string& command) {
-    auto seen = get();
-    return std::find(seen.begin(), seen.end(), command) != seen.end();
-  }
-
- private:
-  std::mutex mutex_;
-  std::vector<std::string> seen_;
-};
+using imap::test_support::Commands;
 
 // A mailbox with two messages: UID 3 (hello world, seen) and UID 8.
 FakeImapServer::Answer two_messages(Commands* commands,

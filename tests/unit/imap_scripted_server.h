@@ -7,12 +7,36 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace popbridge::imap::test_support {
+
+// Records the commands a fake server saw; its thread adds, the test reads.
+class Commands {
+ public:
+  void add(const std::string& command) {
+    std::lock_guard lock(mutex_);
+    seen_.push_back(command);
+  }
+  std::vector<std::string> get() {
+    std::lock_guard lock(mutex_);
+    return seen_;
+  }
+  bool saw(const std::string& command) {
+    auto seen = get();
+    return std::find(seen.begin(), seen.end(), command) != seen.end();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::string> seen_;
+};
 
 inline void send_all(int fd, const std::string& data) {
   size_t done = 0;

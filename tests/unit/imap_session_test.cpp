@@ -23,22 +23,7 @@ constexpr const char* kSelectFive =
 constexpr const char* kSelectEmpty =
     "* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n$TAG OK [READ-WRITE] selected\r\n";
 
-// Records the commands the fake server saw.
-class Commands {
- public:
-  void add(const std::string& command) {
-    std::lock_guard lock(mutex_);
-    seen_.push_back(command);
-  }
-  std::vector<std::string> get() {
-    std::lock_guard lock(mutex_);
-    return seen_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::vector<std::string> seen_;
-};
+using imap::test_support::Commands;
 
 std::shared_ptr<const ImapSettings> settings_for(uint16_t port) {
   ImapSettings settings;

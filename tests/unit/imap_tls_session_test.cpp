@@ -13,6 +13,7 @@
 
 #include "backends/imap/imap_session.h"
 #include "backends/imap/upstream_stream.h"
+#include "imap_scripted_server.h"
 #include "imap_tls_support.h"
 
 namespace popbridge::imap {
@@ -33,21 +34,7 @@ const TestPki& pki() {
   return *value;
 }
 
-class Commands {
- public:
-  void add(const std::string& command) {
-    std::lock_guard lock(mutex_);
-    seen_.push_back(command);
-  }
-  std::vector<std::string> get() {
-    std::lock_guard lock(mutex_);
-    return seen_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::vector<std::string> seen_;
-};
+using imap::test_support::Commands;
 
 enum class Mode { kPlain, kImplicit, kStartTls };
 

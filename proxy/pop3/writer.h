@@ -2,6 +2,7 @@
 // Pure code, no IO, no exceptions.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -35,6 +36,13 @@ class MessageEncoder {
   // Appends the encoded form of `in` to `out`. Returns true once TOP has
   // everything it needs; further input is then ignored.
   bool encode(std::string_view in, std::string& out);
+
+  // Encodes `chunk` in place: the result is what encode(chunk, out) would have
+  // appended. When nothing in it needs changing (CRLF mail, no line starting
+  // with '.'), the string is left as it is: no copy (for TOP, at most shortened
+  // after the last wanted line). Returns what encode() returns.
+  bool encode_in_place(std::string& chunk);
+
   bool done() const { return done_; }
 
   // Appends the end of the response: CRLF if the encoded output does not end
@@ -42,6 +50,10 @@ class MessageEncoder {
   void finish(std::string& out);
 
  private:
+  // Consumes the longest prefix of `in` that encode() would send unchanged,
+  // updating the state as encode() would, and returns its length.
+  size_t consume_clean(std::string_view in);
+
   int64_t lines_left_;      // body lines still wanted; < 0: no limit
   bool in_body_ = false;    // past the end of the headers
   bool line_start_ = true;  // the next input byte starts a line

@@ -7,6 +7,10 @@
 // Checks:
 //  - one encode() call and encode() calls at random split points (also
 //    one byte at a time) give identical output and the same done() state;
+//  - encode_in_place() at random split points (some chunks through encode()
+//    instead, some empty) turns each chunk into what encode() appends for it,
+//    returns the same, and leaves the encoder in the same state: the encoders
+//    give the same output for the rest of the message and in finish();
 //  - decoding the output as an RFC 1939 client does (lines end with CRLF,
 //    a line "." ends the response, a leading "." is removed) ends exactly
 //    at the end of the output (so no "\r\n.\r\n" before the end, and the
@@ -109,6 +113,43 @@ std::string encode_split(std::string_view msg, int64_t lines, Splitter split, bo
   return out;
 }
 
+// encode_in_place() on one encoder, encode() on another, over the same
+// chunks; each chunk must come out as the bytes encode() appended.
+std::string encode_in_place_split(std::string_view msg, int64_t lines, Splitter split) {
+  MessageEncoder in_place(lines);
+  MessageEncoder copying(lines);
+  std::string out;
+  std::string chunk;
+  size_t pos = 0;
+  while (pos < msg.size()) {
+    const uint32_t r = split.next();
+    const size_t n = (r & 15) == 0 ? 0 : std::min(split.chunk(), msg.size() - pos);
+    const std::string_view piece = msg.substr(pos, n);
+    const size_t before = out.size();
+    const bool want = copying.encode(piece, out);
+    bool got;
+    if ((r & 48) == 0) {  // now and then the same encoder through encode()
+      chunk.clear();
+      got = in_place.encode(piece, chunk);
+    } else {
+      chunk.assign(piece);
+      got = in_place.encode_in_place(chunk);
+    }
+    FUZZ_CHECK(got == want, "encode_in_place() returned %d, encode() %d", got, want);
+    FUZZ_CHECK(in_place.done() == copying.done(), "done() differs");
+    FUZZ_CHECK(out.compare(before, std::string::npos, chunk) == 0,
+               "encode_in_place() of %s at %zu:\n want %s\n got  %s", show(piece).c_str(), pos,
+               show(std::string_view(out).substr(before)).c_str(), show(chunk).c_str());
+    pos += n;
+  }
+  std::string tail;
+  in_place.finish(tail);
+  const size_t before = out.size();
+  copying.finish(out);
+  FUZZ_CHECK(out.compare(before, std::string::npos, tail) == 0, "finish() differs");
+  return out;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -127,6 +168,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(split == whole, "split output differs:\n whole %s\n split %s", show(whole).c_str(),
              show(split).c_str());
   FUZZ_CHECK(split_done == whole_done, "done() depends on the split");
+  const std::string in_place = encode_in_place_split(msg, lines, Splitter(seed ^ 0x5a5a));
+  FUZZ_CHECK(in_place == whole, "encode_in_place() output differs:\n whole    %s\n in place %s",
+             show(whole).c_str(), show(in_place).c_str());
   if (msg.size() <= 2048) {
     bool bytes_done = false;
     const std::string bytes = encode_split(msg, lines, Splitter(seed), &bytes_done, true);

@@ -181,6 +181,167 @@ TEST(MessageEncoder, AppendsToExistingOutput) {
   EXPECT_EQ(out, "+OK 3 octets\r\na\r\n.\r\n");
 }
 
+// encode_in_place() against encode(): `a` gets encode_in_place(), `b` encode().
+// The chunk must come out as what encode() appended, with the same return
+// value, and both encoders must then behave the same on any continuation.
+void expect_in_place_step(MessageEncoder& a, MessageEncoder& b, std::string_view piece,
+                          const std::string& context) {
+  std::string chunk(piece);
+  std::string out = "prefix";
+  const bool ra = a.encode_in_place(chunk);
+  const bool rb = b.encode(piece, out);
+  ASSERT_EQ(chunk, out.substr(6)) << context;
+  ASSERT_EQ(ra, rb) << context;
+  ASSERT_EQ(a.done(), b.done()) << context;
+  for (std::string_view probe : {"", "\n", ".", "\r", "\r\n.\r\n", "x\n\n.y\nz\r\n.\n"}) {
+    MessageEncoder ca = a, cb = b;
+    std::string oa, ob;
+    ca.encode(probe, oa);
+    cb.encode(probe, ob);
+    ca.finish(oa);
+    cb.finish(ob);
+    ASSERT_EQ(oa, ob) << context << " then " << testing::PrintToString(std::string(probe));
+  }
+}
+
+// Every split of `msg` into three chunks (some of them empty).
+void expect_in_place_matches(std::string_view msg, int64_t top) {
+  for (size_t i = 0; i <= msg.size(); ++i) {
+    for (size_t j = i; j <= msg.size(); ++j) {
+      MessageEncoder a(top), b(top);
+      const std::string context = "top " + std::to_string(top) + " split " + std::to_string(i) +
+                                  "," + std::to_string(j) + " msg " +
+                                  testing::PrintToString(std::string(msg));
+      expect_in_place_step(a, b, msg.substr(0, i), context);
+      expect_in_place_step(a, b, msg.substr(i, j - i), context);
+      expect_in_place_step(a, b, msg.substr(j), context);
+    }
+  }
+}
+
+TEST(MessageEncoderInPlace, MatchesEncodeAtEverySplit) {
+  const std::string messages[] = {
+      "",
+      "Subject: hi\r\n\r\nbody\r\n",
+      "a\nb\n",
+      "\n\n\n",
+      "a\r\nb\nc\r\n",
+      "a\rb\r\n\r",
+      "a\r\r\n\r\r",
+      ".",
+      ".\r\n",
+      ".hidden: x\r\n\r\nb\r\n",
+      "a\r\n.\r\nb\r\n..\r\n...x\r\n.",
+      "a\n.\nb\n.",
+      "a.b\r\n x.\r\n\r.\r\n",
+      "S: \xe9t\xe9\r\n\r\n\x80\xff\0x\r\n\0.\r\n"s,
+      kCrlfMsg,
+      kLfMsg,
+      "H: a\n\rX\nl1\nl2\n",
+      "H: a\r\n\r\n.l1\r\n.\r\nl3\r\nl4",
+      "\r\nl1\r\n.l2\r\nl3\r\n",
+      "\nl1\n.l2\nl3\n",
+      "H1: a\r\nH2: b\r\n",
+  };
+  for (const std::string& msg : messages) {
+    for (int64_t top : {-1, 0, 1, 2, 3, 5}) expect_in_place_matches(msg, top);
+  }
+}
+
+TEST(MessageEncoderInPlace, MixedWithEncodeOnRandomMessages) {
+  std::mt19937 rng(6789);
+  const char alphabet[] = {'\r', '\n', '\n', '.', 'a', 'b', ' ', '\0', '\x80', ':'};
+  std::uniform_int_distribution<size_t> pick(0, sizeof alphabet - 1);
+  std::uniform_int_distribution<size_t> length(0, 60);
+  std::uniform_int_distribution<size_t> chunk(0, 12);  // 0: an empty chunk
+  for (int round = 0; round < 3000; ++round) {
+    std::string msg;
+    for (size_t n = length(rng); n > 0; --n) msg.push_back(alphabet[pick(rng)]);
+    for (int64_t top : {-1, 0, 1, 2, 5}) {
+      MessageEncoder a(top), b(top);
+      std::string out_a, out_b;
+      for (size_t pos = 0; pos < msg.size();) {
+        const size_t n = std::min(chunk(rng), msg.size() - pos);
+        const std::string_view piece = std::string_view(msg).substr(pos, n);
+        if (rng() & 1) {
+          std::string copy(piece);
+          ASSERT_EQ(a.encode_in_place(copy), b.encode(piece, out_b));
+          out_a += copy;
+        } else {  // the same encoder also through encode()
+          ASSERT_EQ(a.encode(piece, out_a), b.encode(piece, out_b));
+        }
+        pos += n;
+      }
+      a.finish(out_a);
+      b.finish(out_b);
+      ASSERT_EQ(out_a, out_b) << "top " << top << " msg " << testing::PrintToString(msg);
+    }
+  }
+}
+
+TEST(MessageEncoderInPlace, CleanChunkIsNotCopied) {
+  MessageEncoder enc;
+  // The CR of the first CRLF is in the previous chunk; line starts at chunk
+  // starts are not dots; 8-bit bytes and a bare CR need no change either.
+  for (std::string_view piece :
+       {"Subject: a\r", "\nX: \xe9\r\n", "\r\nbody\rx\r\n", "", "x.", "y\r\n"}) {
+    std::string chunk(piece);
+    chunk.reserve(64);  // not inline (small string), so a copy would show
+    const char* data = chunk.data();
+    const size_t capacity = chunk.capacity();
+    EXPECT_FALSE(enc.encode_in_place(chunk));
+    EXPECT_EQ(chunk, piece);
+    EXPECT_EQ(chunk.data(), data);
+    EXPECT_EQ(chunk.capacity(), capacity);
+  }
+  std::string out;
+  enc.finish(out);
+  EXPECT_EQ(out, ".\r\n");  // the last byte was LF
+}
+
+TEST(MessageEncoderInPlace, LargeCleanMessageIsNotCopied) {
+  std::string msg = "Subject: big\r\n\r\n";
+  for (int i = 0; i < 50000; ++i) msg += "line " + std::to_string(i) + " .\r\n";
+  MessageEncoder enc;
+  std::string sent;
+  for (size_t pos = 0; pos < msg.size(); pos += 65536) {
+    std::string chunk = msg.substr(pos, 65536);
+    const char* data = chunk.data();
+    enc.encode_in_place(chunk);
+    EXPECT_EQ(chunk.data(), data) << "chunk at " << pos;
+    sent += chunk;
+  }
+  enc.finish(sent);
+  EXPECT_TRUE(sent == msg + ".\r\n");  // EXPECT_TRUE: no megabyte diff
+}
+
+TEST(MessageEncoderInPlace, TopCutsCleanChunkInPlace) {
+  MessageEncoder enc(1);
+  std::string chunk = kCrlfMsg;
+  const char* data = chunk.data();
+  EXPECT_TRUE(enc.encode_in_place(chunk));
+  EXPECT_EQ(chunk, "H1: a\r\nH2: b\r\n\r\nl1\r\n");
+  EXPECT_EQ(chunk.data(), data);
+  // Once done, further input is dropped, as encode() ignores it.
+  chunk = "l2\r\n";
+  EXPECT_TRUE(enc.encode_in_place(chunk));
+  EXPECT_EQ(chunk, "");
+  enc.finish(chunk);
+  EXPECT_EQ(chunk, ".\r\n");
+}
+
+TEST(MessageEncoderInPlace, ChangedChunk) {
+  MessageEncoder enc;
+  std::string chunk = "a\r\nb\r\n.c\nd\r";
+  EXPECT_FALSE(enc.encode_in_place(chunk));
+  EXPECT_EQ(chunk, "a\r\nb\r\n..c\r\nd\r");
+  chunk = "\n.";  // a CR before the LF, in the previous chunk; a dot after it
+  EXPECT_FALSE(enc.encode_in_place(chunk));
+  EXPECT_EQ(chunk, "\n..");
+  enc.finish(chunk);
+  EXPECT_EQ(chunk, "\n..\r\n.\r\n");
+}
+
 TEST(AppendLine, AddsCrlf) {
   std::string out;
   append_line(out, "+OK");

@@ -45,6 +45,13 @@ struct Snapshot {
   std::vector<MessageEntry> messages;
 };
 
+// One piece of one message, as fetched.
+struct FetchedChunk {
+  uint32_t uid = 0;
+  Status status;
+  std::string data;
+};
+
 // A logged-in upstream session on one folder. Destroying it ends the
 // upstream session without committing anything.
 class Mailbox {
@@ -62,6 +69,29 @@ class Mailbox {
   // `data` is shorter than `length` (possibly empty) when the message ends.
   using ChunkHandler = std::function<void(Status status, std::string data)>;
   virtual void fetch(uint32_t uid, uint64_t offset, uint64_t length, ChunkHandler done) = 0;
+
+  // The first `length` octets of each of `uids`: one chunk per UID, in the
+  // order given, each as fetch() would have answered. A backend that can
+  // asks for all of them at once (one round trip instead of one each);
+  // this default asks for each in turn.
+  using BatchHandler = std::function<void(std::vector<FetchedChunk> chunks)>;
+  virtual void fetch_first(std::vector<uint32_t> uids, uint64_t length, BatchHandler done) {
+    struct Pending {
+      std::vector<FetchedChunk> chunks;
+      size_t left;
+      BatchHandler done;
+    };
+    auto pending = std::make_shared<Pending>(Pending{{}, uids.size(), std::move(done)});
+    if (uids.empty()) return pending->done({});
+    for (uint32_t uid : uids) pending->chunks.push_back({uid, {}, {}});
+    for (size_t i = 0; i < uids.size(); ++i) {
+      fetch(uids[i], 0, length, [pending, i](Status status, std::string data) {
+        pending->chunks[i].status = std::move(status);
+        pending->chunks[i].data = std::move(data);
+        if (--pending->left == 0) pending->done(std::move(pending->chunks));
+      });
+    }
+  }
 
   // What QUIT hands over: the delete policy applies to `deleted`;
   // `retrieved` (sent whole by RETR) get \Seen where the config asks for it.

@@ -65,6 +65,25 @@ class ImapMailbox final : public Mailbox {
         });
   }
 
+  void fetch_first(std::vector<uint32_t> uids, uint64_t length, BatchHandler done) override {
+    strand_->post(
+        [session = session_, uids = std::move(uids), length] {
+          std::vector<FetchedChunk> chunks;
+          session->fetch_bodies(uids, 0, length, &chunks);
+          // A refusal of the whole command (a server without
+          // [EXPUNGEISSUED] refusing because one of them is gone) must not
+          // fail the others: ask for each on its own.
+          if (uids.size() > 1 && !session->broken() &&
+              chunks.front().status.error == UpstreamError::kRefused) {
+            for (FetchedChunk& chunk : chunks) {
+              chunk.status = session->fetch(chunk.uid, 0, length, &chunk.data);
+            }
+          }
+          return chunks;
+        },
+        [done = std::move(done)](std::vector<FetchedChunk> chunks) { done(std::move(chunks)); });
+  }
+
   void commit(CommitRequest request, CommitHandler done) override {
     // Even an empty one goes through the strand so that the handler runs
     // later, in order, like every other (retention may still have work).

@@ -9,6 +9,7 @@
 
 #include <libetpan/libetpan.h>
 
+#include "backends/imap/fetch_reader.h"
 #include "backends/imap/fetch_results.h"
 #include "backends/imap/uid_set.h"
 #include "backends/imap/upstream_stream.h"
@@ -22,6 +23,9 @@ constexpr size_t kStreamBufferSize = 64 * 1024;
 
 // A greeting longer than this is not an IMAP server talking.
 constexpr size_t kMaxGreeting = 16 * 1024;
+
+// The longest line of a FETCH answer between literals that we accept.
+constexpr size_t kMaxResponseLine = 64 * 1024;
 
 // "imap.example.com:993", "[2001:db8::1]:993".
 std::string host_port_text(const HostPort& target) {
@@ -415,61 +419,71 @@ Status ImapSession::authenticate_plain(const Credentials& credentials) {
 // snapshot(), hide() and the commit policies: imap_policy.cpp.
 
 Status ImapSession::fetch(uint32_t uid, uint64_t offset, uint64_t length, std::string* data) {
-  data->clear();
-  // As sent: libetpan leaves out the parentheses around a single item.
-  const std::string command = "UID FETCH " + std::to_string(uid) + " BODY.PEEK[]<" +
-                              std::to_string(offset) + "." + std::to_string(length) + ">";
-  if (broken_ || imap_ == nullptr) return {UpstreamError::kUnavailable, command + ": not connected"};
+  std::vector<FetchedChunk> chunks;
+  fetch_bodies({uid}, offset, length, &chunks);
+  *data = std::move(chunks.front().data);
+  return std::move(chunks.front().status);
+}
+
+// Sent and read without libetpan's parser (fetch_reader.h): each literal
+// lands once, straight from the socket, in the string handed to the POP3
+// side. libetpan's tag counter and read buffer are shared, so its own
+// commands go on from where this one left the stream.
+void ImapSession::fetch_bodies(const std::vector<uint32_t>& uids, uint64_t offset,
+                               uint64_t length, std::vector<FetchedChunk>* chunks) {
+  chunks->clear();
+  for (uint32_t uid : uids) chunks->push_back({uid, {}, {}});
+  const auto all = [&](const Status& status) {
+    for (FetchedChunk& chunk : *chunks) chunk.status = status;
+  };
+  std::string set;
+  for (uint32_t uid : uids) set += (set.empty() ? "" : ",") + std::to_string(uid);
+  const std::string command = "UID FETCH " + set + " BODY.PEEK[]<" + std::to_string(offset) +
+                              "." + std::to_string(length) + ">";
+  if (broken_ || imap_ == nullptr) return all({UpstreamError::kUnavailable, command + ": not connected"});
   // Length 0 would mean "no partial": the whole message. RFC822.SIZE is 32
   // bits in IMAP, so an offset beyond that is past every message's end.
-  if (length == 0 || offset > UINT32_MAX) return {};
-  const auto partial_length = static_cast<uint32_t>(std::min<uint64_t>(length, UINT32_MAX));
+  if (uids.empty() || length == 0 || offset > UINT32_MAX) return;
+  length = std::min<uint64_t>(length, UINT32_MAX);
 
-  mailimap_section* section = mailimap_section_new(nullptr);
-  mailimap_fetch_att* att =
-      section != nullptr ? mailimap_fetch_att_new_body_peek_section_partial(
-                               section, static_cast<uint32_t>(offset), partial_length)
-                         : nullptr;
-  mailimap_fetch_type* type = att != nullptr ? mailimap_fetch_type_new_fetch_att(att) : nullptr;
-  mailimap_set* set = mailimap_set_new_single(uid);
-  if (type == nullptr || set == nullptr) {
-    if (type != nullptr) {
-      mailimap_fetch_type_free(type);
-    } else if (att != nullptr) {
-      mailimap_fetch_att_free(att);
-    } else if (section != nullptr) {
-      mailimap_section_free(section);
+  const std::string tag = std::to_string(++imap_->imap_tag);
+  const std::string line = tag + " " + command + "\r\n";
+  mailstream* stream = imap_->imap_stream;
+  if (mailstream_write(stream, line.data(), line.size()) != static_cast<ssize_t>(line.size()) ||
+      mailstream_flush(stream) != 0) {
+    return all(lost(command, stream_->failed() ? stream_->failure() : "cannot send"));
+  }
+  MailstreamSource source(stream);
+  FetchAnswer answer;
+  std::string error;
+  if (!read_fetch_answer(source, tag, {length, kMaxResponseLine}, &answer, &error)) {
+    return all(lost(command, stream_->failed() ? stream_->failure() : error));
+  }
+  const bool expunge_issued = answer.code == "EXPUNGEISSUED";
+  if (answer.result != FetchAnswer::Result::kOk && !expunge_issued) {
+    const std::string detail = command + ": " + answer.text;
+    log::debug(name_, " ", detail);
+    return all({UpstreamError::kRefused, detail});
+  }
+  log::debug(name_, " ", command, ": ", answer.text);
+  // Other responses (flag changes by other clients...) may come along; a
+  // message expunged meanwhile comes as BODY[] NIL (Dovecot, with
+  // [EXPUNGEISSUED]) or not at all: gone, not empty.
+  std::vector<bool> found(chunks->size(), false);
+  for (FetchedBody& body : answer.bodies) {
+    for (size_t i = 0; i < chunks->size(); ++i) {
+      if ((*chunks)[i].uid != body.uid || found[i] || body.nil) continue;
+      (*chunks)[i].data = std::move(body.data);
+      found[i] = true;
+      break;
     }
-    if (set != nullptr) mailimap_set_free(set);
-    return lost(command, "out of memory");
   }
-  clist* result = nullptr;
-  int rc = mailimap_uid_fetch(imap_, set, type, &result);
-  mailimap_set_free(set);
-  mailimap_fetch_type_free(type);
-  if (rc == MAILIMAP_ERROR_UID_FETCH && imap_->imap_response_info != nullptr &&
-      imap_->imap_response_info->rsp_atom != nullptr &&
-      strcasecmp(imap_->imap_response_info->rsp_atom, "EXPUNGEISSUED") == 0) {
-    log::debug(name_, " ", command, ": NO ", server_text());
-    return {UpstreamError::kMessageGone, command + ": NO " + server_text()};
+  for (size_t i = 0; i < chunks->size(); ++i) {
+    if (found[i]) continue;
+    log::debug(name_, " ", command, ": no body for UID ", (*chunks)[i].uid);
+    (*chunks)[i].status = {UpstreamError::kMessageGone,
+                           command + ": no such message (expunged?)"};
   }
-  Status status = outcome(rc, command, MAILIMAP_ERROR_UID_FETCH, UpstreamError::kRefused,
-                          UpstreamError::kRefused);
-  if (!status.ok()) return status;
-
-  // Dovecot answers a message another client expunged (not yet reported to
-  // us) with BODY[] NIL and OK [EXPUNGEISSUED]: gone, not empty.
-  const bool expunge_issued = imap_->imap_response_info != nullptr &&
-                              imap_->imap_response_info->rsp_atom != nullptr &&
-                              strcasecmp(imap_->imap_response_info->rsp_atom, "EXPUNGEISSUED") == 0;
-  const bool found = find_body(result, uid, data) && !expunge_issued;
-  mailimap_fetch_list_free(result);
-  if (!found) {
-    data->clear();
-    log::debug(name_, " ", command, ": no such message");
-    return {UpstreamError::kMessageGone, command + ": no such message (expunged?)"};
-  }
-  return {};
 }
 
 }  // namespace popbridge::imap

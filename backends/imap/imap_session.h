@@ -83,8 +83,13 @@ class ImapSession {
   // UID STORE <set> +FLAGS.SILENT (<hide keyword>).
   Status hide(const std::vector<uint32_t>& uids);
 
-  // UID FETCH uid (BODY.PEEK[]<offset.length>): never sets \Seen.
+  // UID FETCH uid BODY.PEEK[]<offset.length>: never sets \Seen.
   Status fetch(uint32_t uid, uint64_t offset, uint64_t length, std::string* data);
+  // The same for several messages in one command: one chunk per UID, in
+  // the order given, each with its own status (a message expunged
+  // meanwhile is kMessageGone, the others arrive).
+  void fetch_bodies(const std::vector<uint32_t>& uids, uint64_t offset, uint64_t length,
+                    std::vector<FetchedChunk>* chunks);
   // LOGOUT waiting at most `timeout` if the connection is healthy, then
   // frees everything. Safe to call twice.
   void logout(std::chrono::milliseconds timeout);

@@ -47,7 +47,8 @@ std::string seconds_text(std::chrono::steady_clock::duration elapsed) {
 
 struct ClientConnection::WriteRequest {
   uv_write_t request{};
-  std::string data;
+  std::vector<std::string> pieces;
+  size_t size = 0;
   ClientConnection* connection = nullptr;
 };
 
@@ -297,25 +298,47 @@ void ClientConnection::on_delay(uv_timer_t* timer) {
 }
 
 void ClientConnection::send(std::string data) {
-  if (handles_closing_ || lingering_ || data.empty()) return;
-  if (!tls_) return write_raw(std::move(data));
+  std::vector<std::string> pieces;
+  pieces.push_back(std::move(data));
+  send(std::move(pieces));
+}
+
+void ClientConnection::send(std::vector<std::string> pieces) {
+  if (handles_closing_ || lingering_) return;
+  if (!tls_) return write_raw(std::move(pieces));
   std::string wire;
-  if (tls_->send(data, wire) != TlsStream::Result::kOk) {
-    log::info("pop3 ", client_, ": ", tls_->error());
-    return close_handles();
+  for (const std::string& piece : pieces) {
+    if (tls_->send(piece, wire) != TlsStream::Result::kOk) {
+      log::info("pop3 ", client_, ": ", tls_->error());
+      return close_handles();
+    }
   }
   write_raw(std::move(wire));
 }
 
 void ClientConnection::write_raw(std::string data) {
-  if (handles_closing_ || data.empty()) return;
-  auto* write = new WriteRequest{{}, std::move(data), this};
-  uv_buf_t buffer = uv_buf_init(write->data.data(), static_cast<unsigned>(write->data.size()));
-  queued_ += write->data.size();
-  if (int rc = uv_write(&write->request, reinterpret_cast<uv_stream_t*>(&tcp_), &buffer, 1,
-                        &ClientConnection::on_write);
+  std::vector<std::string> pieces;
+  pieces.push_back(std::move(data));
+  write_raw(std::move(pieces));
+}
+
+// One uv_write of all the pieces: libuv sends them with one writev.
+void ClientConnection::write_raw(std::vector<std::string> pieces) {
+  if (handles_closing_) return;
+  std::erase_if(pieces, [](const std::string& piece) { return piece.empty(); });
+  if (pieces.empty()) return;
+  auto* write = new WriteRequest{{}, std::move(pieces), 0, this};
+  std::vector<uv_buf_t> buffers;
+  buffers.reserve(write->pieces.size());
+  for (std::string& piece : write->pieces) {
+    buffers.push_back(uv_buf_init(piece.data(), static_cast<unsigned>(piece.size())));
+    write->size += piece.size();
+  }
+  queued_ += write->size;
+  if (int rc = uv_write(&write->request, reinterpret_cast<uv_stream_t*>(&tcp_), buffers.data(),
+                        static_cast<unsigned>(buffers.size()), &ClientConnection::on_write);
       rc != 0) {
-    queued_ -= write->data.size();
+    queued_ -= write->size;
     delete write;
     log::debug("pop3 ", client_, ": write failed: ", uv_strerror(rc));
     return close_handles();
@@ -329,10 +352,10 @@ void ClientConnection::write_raw(std::string data) {
 void ClientConnection::on_write(uv_write_t* request, int status) {
   auto* write = reinterpret_cast<WriteRequest*>(request);
   ClientConnection* self = write->connection;
-  self->queued_ -= write->data.size();
+  self->queued_ -= write->size;
   if (status == 0) {
-    self->bytes_out_ += write->data.size();
-    self->context_.metrics.bytes_out += write->data.size();
+    self->bytes_out_ += write->size;
+    self->context_.metrics.bytes_out += write->size;
   }
   delete write;
   if (self->handles_closing_) return;

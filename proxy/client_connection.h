@@ -56,6 +56,7 @@ class ClientConnection final : public SessionIo {
 
   // SessionIo
   void send(std::string data) override;
+  void send(std::vector<std::string> pieces) override;
   size_t queued() const override { return queued_; }
   void set_reading(bool on) override;
   void close() override;
@@ -90,6 +91,7 @@ class ClientConnection final : public SessionIo {
   void on_ciphertext(std::string_view data);
   void deliver(std::string_view plain);
   void write_raw(std::string data);
+  void write_raw(std::vector<std::string> pieces);
   void touch();                       // restarts the idle timer
   void shutdown_when_flushed();
   void close_handles();

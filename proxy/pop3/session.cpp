@@ -133,7 +133,7 @@ void Pop3Session::on_idle_timeout() {
 // upstream or for the client to read.
 void Pop3Session::pump() {
   while (!busy_ && state_ != State::kClosed) {
-    if (io_.queued() + out_.size() > options_.high_watermark) {
+    if (io_.queued() + unsent() > options_.high_watermark) {
       waiting_drain_ = true;
       break;
     }
@@ -522,18 +522,27 @@ void Pop3Session::start_transfer(uint32_t index, int64_t body_lines, std::string
 }
 
 // Keeps the upstream busy while the client reads: for the next pipelined
-// RETR/TOP commands, ask for their first chunk now. The strand runs these
+// RETR/TOP commands, ask for their first chunk now, several messages in one
+// upstream request (a batch of at most chunk_size octets). What waits in
+// prefetched_ stays under prefetch x chunk_size octets; a new batch goes out
+// only when a whole one fits, so batches stay large. The strand runs them
 // after the current message's chunk, so nothing is reordered.
 void Pop3Session::prefetch_pipelined() {
   if (options_.prefetch == 0) return;
-  std::vector<uint32_t> wanted;  // UIDs, in the order the client will ask for them
+  constexpr size_t kLookahead = 64;  // pipelined commands looked at
+  struct Wanted {
+    uint32_t uid;
+    uint64_t cost;  // octets its first chunk will hold
+  };
+  std::vector<Wanted> wanted;  // in the order the client will ask for them
   const auto want = [&](std::optional<uint32_t> number) {
     if (!number || *number == 0 || *number > snapshot_.messages.size() || deleted_[*number - 1])
       return false;
-    wanted.push_back(snapshot_.messages[*number - 1].uid);
+    const MessageEntry& message = snapshot_.messages[*number - 1];
+    wanted.push_back({message.uid, std::min<uint64_t>(message.size, options_.chunk_size)});
     return true;
   };
-  const std::vector<std::string_view> lines = parser_.peek_lines(options_.prefetch);
+  const std::vector<std::string_view> lines = parser_.peek_lines(kLookahead);
   for (std::string_view line : lines) {
     pop3::Command command;
     if (!pop3::parse_command(line, command) || command.args.empty()) break;
@@ -546,25 +555,55 @@ void Pop3Session::prefetch_pipelined() {
 
   // A guess the client did not follow is dropped (a fetch still in flight
   // finds no slot and is discarded), so it never blocks a real lookahead.
+  const auto is_wanted = [&](uint32_t uid) {
+    return std::any_of(wanted.begin(), wanted.end(), [uid](const Wanted& w) { return w.uid == uid; });
+  };
   std::erase_if(prefetched_, [&](const Prefetched& p) {
     const bool current = transfer_ && transfer_->uid == p.uid;  // its chunk is on the way
-    return !current && std::find(wanted.begin(), wanted.end(), p.uid) == wanted.end();
+    return !current && !is_wanted(p.uid);
   });
-  for (uint32_t uid : wanted) {
-    const bool known = (transfer_ && transfer_->uid == uid) ||
+  const uint64_t budget = options_.prefetch * options_.chunk_size;
+  uint64_t held = 0;
+  for (const Prefetched& p : prefetched_) held += p.cost;
+
+  std::vector<uint32_t> batch;
+  uint64_t batch_cost = 0;
+  for (const Wanted& w : wanted) {
+    const bool known = (transfer_ && transfer_->uid == w.uid) ||
                        std::any_of(prefetched_.begin(), prefetched_.end(),
-                                   [uid](const Prefetched& p) { return p.uid == uid; });
+                                   [&w](const Prefetched& p) { return p.uid == w.uid; });
     if (known) continue;
-    if (prefetched_.size() >= options_.prefetch) break;
-    prefetched_.push_back({uid, false, {}, {}});
-    const auto started = std::chrono::steady_clock::now();
-    mailbox_->fetch(uid, 0, options_.chunk_size,
-                    guarded([this, uid, started](Status status, std::string data) {
-                      if (state_ == State::kClosed) return;
-                      upstream_done(UpstreamOp::kFetch, status, started);
-                      on_prefetched(uid, std::move(status), std::move(data));
-                    }));
+    if (batch.empty() && !prefetched_.empty() && held + options_.chunk_size > budget) break;
+    if (!batch.empty() && batch_cost + w.cost > options_.chunk_size) {
+      fetch_batch(std::move(batch));
+      batch.clear();
+      batch_cost = 0;
+      if (held + options_.chunk_size > budget) break;
+    }
+    prefetched_.push_back({w.uid, w.cost, false, {}, {}});
+    held += w.cost;
+    batch.push_back(w.uid);
+    batch_cost += w.cost;
   }
+  if (!batch.empty()) fetch_batch(std::move(batch));
+}
+
+void Pop3Session::fetch_batch(std::vector<uint32_t> uids) {
+  const auto started = std::chrono::steady_clock::now();
+  mailbox_->fetch_first(std::move(uids), options_.chunk_size,
+                        guarded([this, started](std::vector<FetchedChunk> chunks) {
+    if (state_ == State::kClosed) return;
+    const auto failed = std::find_if(chunks.begin(), chunks.end(),
+                                     [](const FetchedChunk& c) { return !c.status.ok(); });
+    upstream_done(UpstreamOp::kFetch, failed == chunks.end() ? Status{} : failed->status, started);
+    // Each may finish a transfer and start the next: stop if that closed
+    // the session (an abort may destroy it).
+    const std::shared_ptr<bool> alive = alive_;
+    for (FetchedChunk& chunk : chunks) {
+      if (!*alive || state_ == State::kClosed) return;
+      on_prefetched(chunk.uid, std::move(chunk.status), std::move(chunk.data));
+    }
+  }));
 }
 
 void Pop3Session::on_prefetched(uint32_t uid, Status status, std::string data) {
@@ -624,11 +663,12 @@ void Pop3Session::on_chunk(Status status, std::string data) {
   // A RETR goes on until the end of the message: ask for the next piece
   // before encoding this one, so the upstream works while we do.
   bool fetching = false;
-  if (!eof && transfer.is_retr && io_.queued() + out_.size() <= options_.high_watermark) {
+  if (!eof && transfer.is_retr && io_.queued() + unsent() <= options_.high_watermark) {
     fetch_next_chunk();
     fetching = true;
   }
-  const bool done = transfer.encoder.encode(data, out_) || eof;
+  const bool done = transfer.encoder.encode_in_place(data) || eof;
+  emit(std::move(data));
   if (done) {
     transfer.encoder.finish(out_);
     if (transfer.is_retr) {
@@ -676,10 +716,35 @@ void Pop3Session::reply(std::string_view line) {
   out_.append("\r\n");
 }
 
+// Message data goes out as the strings it came in (no copy into out_):
+// large pieces are queued beside out_ and written together, one writev.
+void Pop3Session::emit(std::string data) {
+  constexpr size_t kCopyBelow = 4096;  // small ones are cheaper to copy
+  if (data.size() < kCopyBelow) {
+    out_ += data;
+    return;
+  }
+  if (!out_.empty()) {
+    pieces_size_ += out_.size();
+    pieces_.push_back(std::move(out_));
+    out_.clear();
+  }
+  pieces_size_ += data.size();
+  pieces_.push_back(std::move(data));
+}
+
 void Pop3Session::flush() {
-  if (out_.empty()) return;
-  io_.send(std::move(out_));
+  if (pieces_.empty()) {
+    if (out_.empty()) return;
+    io_.send(std::move(out_));
+    out_.clear();
+    return;
+  }
+  if (!out_.empty()) pieces_.push_back(std::move(out_));
   out_.clear();
+  io_.send(std::move(pieces_));
+  pieces_.clear();
+  pieces_size_ = 0;
 }
 
 void Pop3Session::close(const char* why) {

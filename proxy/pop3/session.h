@@ -26,6 +26,10 @@ class SessionIo {
  public:
   virtual ~SessionIo() = default;
   virtual void send(std::string data) = 0;
+  // Several pieces in order, written together where the connection can.
+  virtual void send(std::vector<std::string> pieces) {
+    for (std::string& piece : pieces) send(std::move(piece));
+  }
   virtual size_t queued() const = 0;        // octets accepted by send() and not yet written
   virtual void set_reading(bool on) = 0;    // stop reading while input piles up
   virtual void close() = 0;                 // after the queued output is written
@@ -58,7 +62,7 @@ struct SessionOptions {
   size_t max_chunk_size = 2 * 1024 * 1024;  // later fetches double up to this
   size_t high_watermark = 512 * 1024;    // queued output above which we stop producing
   size_t input_limit = 64 * 1024;        // buffered input above which we stop reading
-  size_t prefetch = 2;                   // pipelined RETR/TOPs whose first chunk is fetched early
+  size_t prefetch = 4;                   // chunk_size units of pipelined RETR/TOPs fetched early
   unsigned max_bad_commands = 10;
   bool tls_active = false;               // implicit TLS: the connection is already secure
   bool starttls_available = false;       // the listener offers STLS
@@ -132,12 +136,15 @@ class Pop3Session {
   void fetch_next_chunk();
   void on_chunk(Status status, std::string data);
   void prefetch_pipelined();
+  void fetch_batch(std::vector<uint32_t> uids);
   void on_prefetched(uint32_t uid, Status status, std::string data);
   void on_commit(Status status);
 
   // Output
   void reply(std::string_view line);     // one line, CRLF added
   void reply_error(const Status& status);
+  void emit(std::string data);           // message data, after out_
+  size_t unsent() const { return out_.size() + pieces_size_; }
   void flush();
   void close(const char* why);
   void upstream_done(UpstreamOp op, const Status& status,
@@ -155,6 +162,8 @@ class Pop3Session {
 
   pop3::LineParser parser_;
   std::string out_;
+  std::vector<std::string> pieces_;      // to send before out_ (emit)
+  size_t pieces_size_ = 0;
   State state_ = State::kAuthorization;
   bool busy_ = false;                    // waiting for the upstream; later input waits too
   bool awaiting_sasl_ = false;           // AUTH PLAIN sent "+ ", the response line comes next
@@ -181,6 +190,7 @@ class Pop3Session {
   // fetched while the current message is still being sent.
   struct Prefetched {
     uint32_t uid = 0;
+    uint64_t cost = 0;                   // octets its chunk holds (or will)
     bool ready = false;
     Status status;
     std::string data;

@@ -24,7 +24,12 @@ std::string address_text(const sockaddr_storage& address, bool with_port) {
   }
   const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&address);
   uv_ip6_name(v6, host, sizeof host);
-  return with_port ? "[" + std::string(host) + "]:" + std::to_string(ntohs(v6->sin6_port)) : host;
+  if (!with_port) return host;
+  std::string text = "[";
+  text += host;
+  text += "]:";
+  text += std::to_string(ntohs(v6->sin6_port));
+  return text;
 }
 
 bool is_loopback(const sockaddr_storage& address) {

@@ -85,8 +85,12 @@ class ImapMailbox final : public Mailbox {
   }
 
   void commit(CommitRequest request, CommitHandler done) override {
-    // Even an empty one goes through the strand so that the handler runs
-    // later, in order, like every other (retention may still have work).
+    // Nothing to store, move or expunge (and no retention): answered
+    // without a worker, still later and in order like every other handler.
+    if (!session_->commit_needs_upstream(request)) {
+      strand_->post_result(Status{}, [done = std::move(done)](Status status) { done(std::move(status)); });
+      return;
+    }
     strand_->post(
         [session = session_, request = std::move(request)] { return session->commit(request); },
         [done = std::move(done)](Status status) { done(std::move(status)); });

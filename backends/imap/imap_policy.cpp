@@ -327,6 +327,12 @@ Status ImapSession::fetch_snapshot(const std::vector<uint32_t>* uids, Snapshot* 
 
 // ---- commit ----
 
+bool ImapSession::commit_needs_upstream(const Mailbox::CommitRequest& request) const {
+  const MailboxConfig& mailbox = settings_->mailbox;
+  return !request.deleted.empty() || (mailbox.mark_seen_on_retr && !request.retrieved.empty()) ||
+         mailbox.retention_days > 0;
+}
+
 Status ImapSession::commit(const Mailbox::CommitRequest& request) {
   const MailboxConfig& mailbox = settings_->mailbox;
   const std::vector<uint32_t>& deleted = request.deleted;

@@ -437,7 +437,10 @@ void ImapSession::fetch_bodies(const std::vector<uint32_t>& uids, uint64_t offse
     for (FetchedChunk& chunk : *chunks) chunk.status = status;
   };
   std::string set;
-  for (uint32_t uid : uids) set += (set.empty() ? "" : ",") + std::to_string(uid);
+  for (uint32_t uid : uids) {
+    if (!set.empty()) set += ',';
+    set += std::to_string(uid);
+  }
   const std::string command = "UID FETCH " + set + " BODY.PEEK[]<" + std::to_string(offset) +
                               "." + std::to_string(length) + ">";
   if (broken_ || imap_ == nullptr) return all({UpstreamError::kUnavailable, command + ": not connected"});

@@ -80,6 +80,9 @@ class ImapSession {
   // `deleted`, then retention (whose failure is logged, not returned).
   // Nothing is ever expunged but the given (or retention's) UIDs.
   Status commit(const Mailbox::CommitRequest& request);
+  // Whether commit(request) has anything to tell the server; when not, it
+  // returns OK without a word upstream (and need not run on a worker).
+  bool commit_needs_upstream(const Mailbox::CommitRequest& request) const;
   // UID STORE <set> +FLAGS.SILENT (<hide keyword>).
   Status hide(const std::vector<uint32_t>& uids);
 

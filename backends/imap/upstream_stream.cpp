@@ -61,7 +61,11 @@ std::string address_text(const sockaddr* address, socklen_t length) {
   if (getnameinfo(address, length, host, sizeof host, nullptr, 0, NI_NUMERICHOST) != 0) {
     return "?";
   }
-  return address->sa_family == AF_INET6 ? "[" + std::string(host) + "]" : std::string(host);
+  if (address->sa_family != AF_INET6) return host;
+  std::string text = "[";  // (not "[" + std::string: GCC 12 -O3 warns, PR 105329)
+  text += host;
+  text += ']';
+  return text;
 }
 
 // One non-blocking connect attempt; returns the socket or -1 with *why.

@@ -52,6 +52,7 @@ class DetachedTask final : public Strand::Task {
 
 void Strand::post_task(std::unique_ptr<Task> task) {
   std::unique_ptr<Task> discarded;  // destroyed after the lock is released
+  bool wake = false;
   {
     std::lock_guard lock(core_->mutex);
     if (core_->stopping) {
@@ -61,10 +62,30 @@ void Strand::post_task(std::unique_ptr<Task> task) {
       if (!scheduled_) {
         scheduled_ = true;
         core_->ready.push_back(shared_from_this());
-        core_->wake.notify_one();
+        wake = true;
       }
     }
   }
+  // Outside the lock, so that the woken worker does not block on it at once.
+  if (wake) core_->wake.notify_one();
+}
+
+void Strand::post_completion(std::unique_ptr<Task> task) {
+  std::unique_ptr<Task> discarded;
+  bool signal = false;
+  {
+    std::lock_guard lock(core_->mutex);
+    if (core_->stopping) {
+      discarded = std::move(task);
+    } else if (scheduled_) {
+      // Behind the jobs in line: a worker "runs" it (nothing) in turn.
+      queue_.push_back(std::move(task));
+    } else {
+      signal = core_->completions.empty();
+      core_->completions.emplace_back(shared_from_this(), std::move(task));
+    }
+  }
+  if (signal) uv_async_send(core_->async);
 }
 
 void Strand::post_detached(std::function<void()> work) {
@@ -111,6 +132,7 @@ void PoolCore::worker_main() {
     if (!task->has_completion()) task.reset();
 
     bool signal = false;
+    bool requeued = false;
     {
       std::lock_guard lock(mutex);
       if (task) {
@@ -121,11 +143,12 @@ void PoolCore::worker_main() {
         // Back in line (also while stopping, so that shutdown() finds and
         // discards the rest on the loop thread, not here).
         ready.push_back(strand);
-        if (!stopping) wake.notify_one();
+        requeued = !stopping;
       } else {
         strand->scheduled_ = false;
       }
     }
+    if (requeued) wake.notify_one();
     if (signal) uv_async_send(async);
   }
 }

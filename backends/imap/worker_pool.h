@@ -40,6 +40,13 @@ class Strand : public std::enable_shared_from_this<Strand> {
   template <typename Work, typename Done>
   void post(Work work, Done done);
 
+  // Runs `done(result)` on the loop thread after every job posted before
+  // it, like post() with a job that only returns `result`; when the strand
+  // is idle no worker is involved (a commit with nothing to do costs no
+  // thread hand-off). Never runs `done` before this call returns.
+  template <typename Result, typename Done>
+  void post_result(Result result, Done done);
+
   // Runs `work()` on a worker after the jobs before it; nothing comes back
   // and it is destroyed on the worker. Accepted after cancel(): that is how
   // an owner that goes away cleans up its connection.
@@ -64,6 +71,7 @@ class Strand : public std::enable_shared_from_this<Strand> {
   friend class PoolCore;
   friend class WorkerPool;
   void post_task(std::unique_ptr<Task> task);
+  void post_completion(std::unique_ptr<Task> task);
 
   std::shared_ptr<PoolCore> core_;
   // Guarded by the core's mutex.
@@ -121,11 +129,30 @@ class TaskImpl final : public Strand::Task {
   std::optional<Result> result_;
 };
 
+template <typename Result, typename Done>
+class ResultTask final : public Strand::Task {
+ public:
+  ResultTask(Result result, Done done) : result_(std::move(result)), done_(std::move(done)) {}
+  void run() override {}
+  bool has_completion() const override { return true; }
+  void complete() override { done_(std::move(result_)); }
+
+ private:
+  Result result_;
+  Done done_;
+};
+
 }  // namespace detail
 
 template <typename Work, typename Done>
 void Strand::post(Work work, Done done) {
   post_task(std::make_unique<detail::TaskImpl<Work, Done>>(std::move(work), std::move(done)));
+}
+
+template <typename Result, typename Done>
+void Strand::post_result(Result result, Done done) {
+  post_completion(
+      std::make_unique<detail::ResultTask<Result, Done>>(std::move(result), std::move(done)));
 }
 
 }  // namespace popbridge::imap

@@ -41,6 +41,65 @@ class Gate {
   bool open_ = false;
 };
 
+TEST(ImapWorkerPool, PostResultOnAnIdleStrandNeedsNoWorkerAndRunsLater) {
+  Loop loop;
+  WorkerPool pool(loop.get(), 2);
+  auto strand = pool.make_strand();
+  const auto loop_thread = std::this_thread::get_id();
+  std::vector<int> completed;
+  bool wrong_thread = false;
+  strand->post_result(7, [&](int value) {
+    if (std::this_thread::get_id() != loop_thread) wrong_thread = true;
+    completed.push_back(value);
+  });
+  EXPECT_TRUE(completed.empty()) << "done ran before post_result returned";
+  ASSERT_TRUE(loop.run_until([&] { return completed.size() == 1; }));
+  EXPECT_EQ(completed, std::vector<int>{7});
+  EXPECT_FALSE(wrong_thread);
+  pool.shutdown();
+}
+
+TEST(ImapWorkerPool, PostResultWaitsForTheJobsBeforeIt) {
+  Loop loop;
+  WorkerPool pool(loop.get(), 2);
+  auto strand = pool.make_strand();
+  Gate gate;
+  std::vector<int> completed;
+  strand->post([&] { return gate.wait() ? 1 : -1; }, [&](int v) { completed.push_back(v); });
+  strand->post_result(2, [&](int v) { completed.push_back(v); });
+  strand->post([] { return 3; }, [&](int v) { completed.push_back(v); });
+  strand->post_result(4, [&](int v) { completed.push_back(v); });
+  // Nothing may overtake the blocked job.
+  loop.run_until([] { return false; }, 50ms);
+  EXPECT_TRUE(completed.empty());
+  gate.open();
+  ASSERT_TRUE(loop.run_until([&] { return completed.size() == 4; }));
+  EXPECT_EQ(completed, (std::vector<int>{1, 2, 3, 4}));
+  // Idle again: straight through, behind nothing.
+  strand->post_result(5, [&](int v) { completed.push_back(v); });
+  ASSERT_TRUE(loop.run_until([&] { return completed.size() == 5; }));
+  EXPECT_EQ(completed.back(), 5);
+  pool.shutdown();
+}
+
+TEST(ImapWorkerPool, PostResultIsDroppedWhenCancelledOrShutDown) {
+  Loop loop;
+  WorkerPool pool(loop.get(), 1);
+  auto cancelled = pool.make_strand();
+  bool ran = false;
+  cancelled->post_result(1, [&](int) { ran = true; });
+  cancelled->cancel();
+  auto live = pool.make_strand();
+  bool live_ran = false;
+  live->post_result(2, [&](int) { live_ran = true; });
+  ASSERT_TRUE(loop.run_until([&] { return live_ran; }));
+  EXPECT_FALSE(ran);
+  pool.shutdown();
+  live->post_result(3, [&](int) { ran = true; });
+  loop.run_until([] { return false; }, 20ms);
+  EXPECT_FALSE(ran);
+}
+
 TEST(ImapWorkerPool, StrandRunsJobsOneAtATimeInOrder) {
   Loop loop;
   WorkerPool pool(loop.get(), 4);

@@ -325,6 +325,18 @@ Status ImapSession::fetch_snapshot(const std::vector<uint32_t>* uids, Snapshot* 
   return {};
 }
 
+Status ImapSession::snapshot_of_all(clist* fetch_list, Snapshot* snapshot) {
+  SnapshotScan scan = scan_snapshot(fetch_list, settings_->mailbox.hide_keyword);
+  mailimap_fetch_list_free(fetch_list);
+  for (uint32_t number : scan.incomplete) {
+    log::warn(name_, " FETCH: message ", number, " came without UID or size; skipped");
+  }
+  snapshot->messages = std::move(scan.visible);  // sorted by UID, unique
+  log::debug(name_, " snapshot of ", folder_, ": uidvalidity ", snapshot->uidvalidity, ", ",
+             snapshot->messages.size(), " visible, ", scan.hidden, " hidden");
+  return {};
+}
+
 // ---- commit ----
 
 bool ImapSession::commit_needs_upstream(const Mailbox::CommitRequest& request) const {

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include <libetpan/libetpan.h>
+#include <openssl/crypto.h>
 
 #include "backends/imap/fetch_reader.h"
 #include "backends/imap/fetch_results.h"
@@ -53,6 +54,22 @@ bool has_8bit(const std::string& text) {
 // such bytes would end the command and let the rest run as a new one.
 bool has_line_break_or_nul(const std::string& text) {
   return text.find_first_of(std::string("\r\n\0", 3)) != std::string::npos;
+}
+
+// An IMAP astring as libetpan sends it: an atom when it is one, else a
+// quoted string. Only for 7-bit text without CR, LF or NUL.
+std::string astring(std::string_view text) {
+  const auto atom_char = [](char c) {
+    return c > 0x20 && c < 0x7f && std::strchr("(){%*\"\\]", c) == nullptr;
+  };
+  if (!text.empty() && std::all_of(text.begin(), text.end(), atom_char)) return std::string(text);
+  std::string quoted = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') quoted += '\\';
+    quoted += c;
+  }
+  quoted += '"';
+  return quoted;
 }
 
 // Response codes (RFC 5530) that say "try again later", not "wrong password".
@@ -381,6 +398,114 @@ Status ImapSession::login(const Credentials& credentials) {
   }
   int rc = mailimap_login(imap_, credentials.user.c_str(), credentials.password.c_str());
   return login_outcome(rc, command);
+}
+
+// One round trip instead of three: LOGIN, SELECT and UID FETCH 1:* go out
+// in one write and libetpan's parser reads the three answers in turn (it
+// checks each answer's tag against imap_tag, so that is set for each).
+// Only where login() would send a plain LOGIN and snapshot() one FETCH of
+// everything; otherwise the two run one after the other.
+Status ImapSession::login_and_snapshot(const Credentials& credentials, Snapshot* snapshot) {
+  const MailboxConfig& mailbox = settings_->mailbox;
+  const bool pipelined =
+      !broken_ && imap_ != nullptr && check_credentials(credentials).ok() &&
+      mailimap_has_extension(imap_, "LOGINDISABLED") == 0 && !has_8bit(credentials.user) &&
+      !has_8bit(credentials.password) && mailbox.visible == Visible::kAll &&
+      mailbox.max_messages == 0;
+  if (!pipelined) {
+    Status status = login(credentials);
+    return status.ok() ? this->snapshot(snapshot) : status;
+  }
+  snapshot->messages.clear();
+  snapshot->uidvalidity = 0;
+  const int tag = imap_->imap_tag;
+  std::string commands = std::to_string(tag + 1) + " LOGIN " + astring(credentials.user) + " " +
+                         astring(credentials.password) + "\r\n" + std::to_string(tag + 2) +
+                         " SELECT " + astring(folder_) + "\r\n" + std::to_string(tag + 3) +
+                         " UID FETCH 1:* (UID RFC822.SIZE FLAGS)\r\n";
+  mailstream* stream = imap_->imap_stream;
+  mailstream_set_privacy(stream, 0);  // no logger may see the password
+  const bool sent =
+      mailstream_write(stream, commands.data(), commands.size()) ==
+          static_cast<ssize_t>(commands.size()) &&
+      mailstream_flush(stream) == 0;
+  mailstream_set_privacy(stream, 1);
+  OPENSSL_cleanse(commands.data(), commands.size());
+  imap_->imap_tag = tag + 3;
+  const std::string login_command = "LOGIN " + credentials.user;
+  if (!sent) return lost(login_command, stream_->failed() ? stream_->failure() : "cannot send");
+
+  int state = 0;
+  int rc = parse_answer(tag + 1, &state);
+  if (rc == MAILIMAP_NO_ERROR && state != MAILIMAP_RESP_COND_STATE_OK) rc = MAILIMAP_ERROR_LOGIN;
+  if (rc == MAILIMAP_NO_ERROR) imap_->imap_state = MAILIMAP_STATE_AUTHENTICATED;
+  Status status = login_outcome(rc, login_command);
+  if (!status.ok()) {
+    // SELECT and FETCH were refused too: read their answers, so that the
+    // LOGOUT that follows finds the stream in step.
+    if (!broken_ && parse_answer(tag + 2, &state) != MAILIMAP_ERROR_STREAM) parse_answer(tag + 3, &state);
+    return status;
+  }
+
+  const std::string select_command = "SELECT " + folder_;
+  if (imap_->imap_selection_info != nullptr) mailimap_selection_info_free(imap_->imap_selection_info);
+  imap_->imap_selection_info = mailimap_selection_info_new();
+  rc = parse_answer(tag + 2, &state);
+  if (rc == MAILIMAP_NO_ERROR && state != MAILIMAP_RESP_COND_STATE_OK) rc = MAILIMAP_ERROR_SELECT;
+  if (rc == MAILIMAP_NO_ERROR) {
+    imap_->imap_state = MAILIMAP_STATE_SELECTED;
+  } else if (imap_->imap_selection_info != nullptr) {
+    mailimap_selection_info_free(imap_->imap_selection_info);
+    imap_->imap_selection_info = nullptr;
+  }
+  status = outcome(rc, select_command, MAILIMAP_ERROR_SELECT, UpstreamError::kNoMailbox,
+                   UpstreamError::kNoMailbox);
+  uint32_t exists = 0;
+  if (status.ok() && imap_->imap_selection_info != nullptr) {
+    snapshot->uidvalidity = imap_->imap_selection_info->sel_uidvalidity;
+    exists = imap_->imap_selection_info->sel_exists;
+  }
+
+  const std::string fetch_command = "UID FETCH 1:* (UID RFC822.SIZE FLAGS)";
+  if (broken_) return status;
+  const int fetch_rc = parse_answer(tag + 3, &state);
+  clist* result = nullptr;
+  if (imap_->imap_response_info != nullptr) {
+    result = imap_->imap_response_info->rsp_fetch_list;
+    imap_->imap_response_info->rsp_fetch_list = nullptr;
+  }
+  if (!status.ok() || exists == 0) {  // (an empty folder may refuse 1:*)
+    if (result != nullptr) mailimap_fetch_list_free(result);
+    return !status.ok() || fetch_rc == MAILIMAP_NO_ERROR || fetch_rc == MAILIMAP_ERROR_PROTOCOL
+               ? status
+               : outcome(fetch_rc, fetch_command, -1, UpstreamError::kRefused, UpstreamError::kRefused);
+  }
+  const bool fetched = fetch_rc == MAILIMAP_NO_ERROR &&
+                       (state == MAILIMAP_RESP_COND_STATE_OK ||
+                        (result != nullptr && clist_count(result) > 0));
+  if (!fetched) {
+    if (result != nullptr) mailimap_fetch_list_free(result);
+    return outcome(fetch_rc == MAILIMAP_NO_ERROR ? MAILIMAP_ERROR_UID_FETCH : fetch_rc,
+                   fetch_command, MAILIMAP_ERROR_UID_FETCH, UpstreamError::kRefused,
+                   UpstreamError::kRefused);
+  }
+  return snapshot_of_all(result, snapshot);
+}
+
+int ImapSession::parse_answer(int tag, int* state) {
+  imap_->imap_tag = tag;
+  if (mailimap_read_line(imap_) == nullptr) {
+    broken_ = true;
+    return MAILIMAP_ERROR_STREAM;
+  }
+  mailimap_response* response = nullptr;
+  const int rc = mailimap_parse_response(imap_, &response);
+  // BAD is an answer; anything else leaves the stream out of step.
+  if (rc != MAILIMAP_NO_ERROR && rc != MAILIMAP_ERROR_PROTOCOL) broken_ = true;
+  if (rc != MAILIMAP_NO_ERROR) return rc;
+  *state = response->rsp_resp_done->rsp_data.rsp_tagged->rsp_cond_state->rsp_type;
+  mailimap_response_free(response);
+  return MAILIMAP_NO_ERROR;
 }
 
 // A refused login is kAuthFailed, unless the server said the failure is

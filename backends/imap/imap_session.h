@@ -18,6 +18,7 @@
 #include "config/config.h"
 
 typedef struct mailimap mailimap;
+typedef struct clist_s clist;
 struct mailimap_search_key;
 
 namespace popbridge::imap {
@@ -61,6 +62,10 @@ class ImapSession {
   // LOGIN, or AUTHENTICATE PLAIN for 8-bit credentials (when the server
   // offers it) or when the server advertises LOGINDISABLED.
   Status login(const Credentials& credentials);
+  // login() then snapshot(), in one round trip where the commands allow
+  // (plain LOGIN, visible = "all", no max_messages): LOGIN, SELECT and
+  // UID FETCH 1:* are sent together.
+  Status login_and_snapshot(const Credentials& credentials, Snapshot* snapshot);
   // ---- imap_policy.cpp: the folder, the snapshot and QUIT's commit ----
 
   // The folder snapshot() selects, as sent (default: upstream.folder).
@@ -109,6 +114,9 @@ class ImapSession {
   std::string server_text() const;
   Status authenticate_plain(const Credentials& credentials);
   Status login_outcome(int rc, const std::string& command);
+  // Reads, with libetpan's parser, the answer to the command sent earlier
+  // with `tag`: libetpan's code, and *state = the tagged OK/NO/BAD.
+  int parse_answer(int tag, int* state);
   // One host of connect(); *next: whether the next host may be tried.
   Status connect_host(const HostPort& target, bool* next);
   Status starttls(const HostPort& target);
@@ -137,6 +145,8 @@ class ImapSession {
   template <typename Op>
   Status on_existing(const std::vector<uint32_t>& uids, const std::string& what, Op op);
   Status fetch_snapshot(const std::vector<uint32_t>* uids, Snapshot* snapshot);
+  // The snapshot from the answer to a FETCH of every message (frees it).
+  Status snapshot_of_all(clist* fetch_list, Snapshot* snapshot);
 
   std::shared_ptr<const ImapSettings> settings_;
   std::string name_;  // "imap#12 alice@host:143", for logs

@@ -37,7 +37,7 @@ FakeImapServer::Answer two_messages(Commands* commands,
     if (command == "SELECT INBOX") {
       return "* 2 EXISTS\r\n* OK [UIDVALIDITY 99] x\r\n$TAG OK [READ-WRITE] done\r\n";
     }
-    if (command == "FETCH 1:* (UID RFC822.SIZE FLAGS)") {
+    if (command == "UID FETCH 1:* (UID RFC822.SIZE FLAGS)") {
       return "* 1 FETCH (UID 3 RFC822.SIZE 11 FLAGS (\\Seen))\r\n"
              "* 2 FETCH (UID 8 RFC822.SIZE 5 FLAGS ())\r\n$TAG OK done\r\n";
     }
@@ -160,6 +160,138 @@ TEST(ImapBackend, WrongPasswordFailsTheLogin) {
   backend.shutdown();
   loop.run_until([] { return false; }, 20ms);
   EXPECT_TRUE(commands.saw("LOGOUT"));
+}
+
+// Logs in through the backend; returns the status and snapshot.
+Status login_once(Loop& loop, ImapBackend& backend, Credentials credentials,
+                  Snapshot* snapshot = nullptr) {
+  Status result;
+  bool done = false;
+  backend.login(std::move(credentials), [&](Status status, std::unique_ptr<Mailbox>, Snapshot s) {
+    result = std::move(status);
+    if (snapshot != nullptr) *snapshot = std::move(s);
+    done = true;
+  });
+  EXPECT_TRUE(loop.run_until([&] { return done; }));
+  return result;
+}
+
+// A server that keeps track of its IMAP state like a real one: SELECT and
+// FETCH before a successful LOGIN are refused.
+FakeImapServer::Answer stateful(Commands* commands, std::string password, std::string select,
+                                std::string fetch) {
+  auto logged_in = std::make_shared<bool>(false);
+  return [=](const std::string&, const std::string& command) -> std::string {
+    commands->add(command);
+    if (command.rfind("LOGIN ", 0) == 0) {
+      *logged_in = command == "LOGIN alice " + password;
+      return *logged_in ? "$TAG OK [CAPABILITY IMAP4rev1 UIDPLUS] in\r\n"
+                        : "$TAG NO [AUTHENTICATIONFAILED] no\r\n";
+    }
+    if (command == "LOGOUT") return "";
+    if (!*logged_in) return "$TAG BAD not logged in\r\n";
+    if (command.rfind("SELECT ", 0) == 0) return select;
+    if (command == "UID FETCH 1:* (UID RFC822.SIZE FLAGS)") return fetch;
+    return "$TAG BAD unexpected\r\n";
+  };
+}
+
+TEST(ImapBackend, LoginSelectAndFetchGoOutInOneWrite) {
+  Commands commands;
+  FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n",
+                        stateful(&commands, "secret",
+                                 "* 1 EXISTS\r\n* OK [UIDVALIDITY 5] x\r\n$TAG OK done\r\n",
+                                 "* 1 FETCH (UID 9 RFC822.SIZE 7 FLAGS ())\r\n$TAG OK done\r\n"));
+  Loop loop;
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  Snapshot snapshot;
+  Status status = login_once(loop, backend, {"alice", "secret"}, &snapshot);
+  ASSERT_TRUE(status.ok()) << status.detail;
+  EXPECT_EQ(snapshot.uidvalidity, 5u);
+  ASSERT_EQ(snapshot.messages.size(), 1u);
+  EXPECT_EQ(snapshot.messages[0].uid, 9u);
+  EXPECT_EQ(snapshot.messages[0].size, 7u);
+  ASSERT_TRUE(loop.run_until([&] { return commands.saw("LOGOUT"); }));  // mailbox dropped
+  backend.shutdown();
+  loop.run_until([] { return false; }, 20ms);
+  EXPECT_EQ(commands.get(),
+            (std::vector<std::string>{"LOGIN alice secret", "SELECT INBOX",
+                                      "UID FETCH 1:* (UID RFC822.SIZE FLAGS)", "LOGOUT"}));
+}
+
+TEST(ImapBackend, PipelinedLoginRefusedReadsTheOtherAnswersThenLogsOut) {
+  Commands commands;
+  FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n",
+                        stateful(&commands, "secret", "$TAG OK done\r\n", "$TAG OK done\r\n"));
+  Loop loop;
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  Status status = login_once(loop, backend, {"alice", "wrong"});
+  EXPECT_EQ(status.error, UpstreamError::kAuthFailed);
+  EXPECT_EQ(status.detail.find("wrong"), std::string::npos);
+  // LOGOUT was answered in step (the fake's "* BYE" + OK), not cut short.
+  ASSERT_TRUE(loop.run_until([&] { return commands.saw("LOGOUT"); }));
+  backend.shutdown();
+  loop.run_until([] { return false; }, 20ms);
+  EXPECT_EQ(commands.get(),
+            (std::vector<std::string>{"LOGIN alice wrong", "SELECT INBOX",
+                                      "UID FETCH 1:* (UID RFC822.SIZE FLAGS)", "LOGOUT"}));
+}
+
+TEST(ImapBackend, PipelinedLoginQuotesWhatIsNotAnAtom) {
+  Commands commands;
+  FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n",
+                        stateful(&commands, "\"a b\\\"c\"",
+                                 "* 0 EXISTS\r\n$TAG OK done\r\n",
+                                 "$TAG BAD Invalid messageset\r\n"));
+  Loop loop;
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  Snapshot snapshot;
+  // An empty folder may refuse "1:*": that is no failure.
+  Status status = login_once(loop, backend, {"alice", "a b\"c"}, &snapshot);
+  ASSERT_TRUE(status.ok()) << status.detail;
+  EXPECT_TRUE(snapshot.messages.empty());
+  backend.shutdown();
+  loop.run_until([] { return false; }, 20ms);
+  ASSERT_FALSE(commands.get().empty());
+  EXPECT_EQ(commands.get().front(), "LOGIN alice \"a b\\\"c\"");
+}
+
+TEST(ImapBackend, PipelinedSelectRefusedIsNoMailbox) {
+  Commands commands;
+  FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n",
+                        stateful(&commands, "secret", "$TAG NO [NONEXISTENT] no such folder\r\n",
+                                 "$TAG BAD no folder selected\r\n"));
+  Loop loop;
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  Status status = login_once(loop, backend, {"alice", "secret"});
+  EXPECT_EQ(status.error, UpstreamError::kNoMailbox) << status.detail;
+  ASSERT_TRUE(loop.run_until([&] { return commands.saw("LOGOUT"); }));
+  backend.shutdown();
+  loop.run_until([] { return false; }, 20ms);
+}
+
+TEST(ImapBackend, UnseenOnlyLogsInOneCommandAtATime) {
+  Commands commands;
+  auto answer = [&commands](const std::string&, const std::string& command) -> std::string {
+    commands.add(command);
+    if (command == "LOGIN alice secret") return "$TAG OK in\r\n";
+    if (command == "SELECT INBOX") return "* 1 EXISTS\r\n$TAG OK done\r\n";
+    if (command.rfind("UID SEARCH", 0) == 0) return "* SEARCH\r\n$TAG OK done\r\n";
+    if (command == "LOGOUT") return "";
+    return "$TAG BAD unexpected\r\n";
+  };
+  FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n", answer);
+  Loop loop;
+  MailboxConfig mailbox;
+  mailbox.visible = Visible::kUnseen;
+  ImapBackend backend(loop.get(), upstream_for(server.port()), mailbox, 1);
+  Status status = login_once(loop, backend, {"alice", "secret"});
+  ASSERT_TRUE(status.ok()) << status.detail;
+  backend.shutdown();
+  loop.run_until([] { return false; }, 20ms);
+  ASSERT_GE(commands.get().size(), 3u);
+  EXPECT_EQ(commands.get()[1], "SELECT INBOX");
+  EXPECT_EQ(commands.get()[2].rfind("UID SEARCH", 0), 0u) << commands.get()[2];
 }
 
 TEST(ImapBackend, UnreachableUpstreamIsUnavailable) {

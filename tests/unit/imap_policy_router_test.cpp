@@ -138,7 +138,7 @@ class Recorder {
       if (command.rfind("SELECT ", 0) == 0) {
         return "* 1 EXISTS\r\n* OK [UIDVALIDITY 5] x\r\n$TAG OK [READ-WRITE] done\r\n";
       }
-      if (command == "FETCH 1:* (UID RFC822.SIZE FLAGS)") {
+      if (command == "UID FETCH 1:* (UID RFC822.SIZE FLAGS)") {
         return "* 1 FETCH (UID 4 RFC822.SIZE 10 FLAGS ())\r\n$TAG OK done\r\n";
       }
       if (command == "LOGOUT") return "";
@@ -206,10 +206,10 @@ TEST(ImapRouter, BackendRoutesByDomainOverOnePool) {
   }
   EXPECT_EQ(b_commands.seen(),
             (std::vector<std::string>{"LOGIN carol secret", "SELECT Archive",
-                                      "FETCH 1:* (UID RFC822.SIZE FLAGS)", "LOGOUT"}));
+                                      "UID FETCH 1:* (UID RFC822.SIZE FLAGS)", "LOGOUT"}));
   EXPECT_EQ(a_commands.seen(),
             (std::vector<std::string>{"LOGIN Alice secret", "SELECT inbox",
-                                      "FETCH 1:* (UID RFC822.SIZE FLAGS)", "LOGOUT"}));
+                                      "UID FETCH 1:* (UID RFC822.SIZE FLAGS)", "LOGOUT"}));
 }
 
 TEST(ImapRouter, BackendRefusesAnUnroutedLoginWithoutConnecting) {
@@ -265,7 +265,7 @@ TEST(ImapRouter, BackendCommitRunsThePolicy) {
   }
   EXPECT_EQ(commands.seen(),
             (std::vector<std::string>{"LOGIN alice secret", "SELECT INBOX",
-                                      "FETCH 1:* (UID RFC822.SIZE FLAGS)",
+                                      "UID FETCH 1:* (UID RFC822.SIZE FLAGS)",
                                       "UID STORE 4,6 +FLAGS.SILENT (\\Seen)", "UID MOVE 4 Trash",
                                       "LOGOUT"}));
 }
@@ -285,9 +285,12 @@ TEST(ImapRouter, BackendRefusesExpungeWithoutUidplus) {
     backend.shutdown();
     loop.run_until([] { return false; }, 20ms);
   }
-  // Asked again after login, then gave up before SELECT.
+  // LOGIN, SELECT and FETCH went out together; asked again after them, then
+  // gave up: nothing was stored, moved or expunged.
   EXPECT_EQ(commands.seen(),
-            (std::vector<std::string>{"LOGIN alice secret", "CAPABILITY", "LOGOUT"}));
+            (std::vector<std::string>{"LOGIN alice secret", "SELECT INBOX",
+                                      "UID FETCH 1:* (UID RFC822.SIZE FLAGS)", "CAPABILITY",
+                                      "LOGOUT"}));
 }
 
 }  // namespace

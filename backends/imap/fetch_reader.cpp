@@ -4,6 +4,7 @@
 #include <strings.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 
 namespace popbridge::imap {
@@ -134,7 +135,13 @@ class Parser {
   // (at most `max` of them); otherwise they are read and dropped.
   bool nstring(bool keep, uint64_t max, std::string* out, bool* nil) {
     *nil = false;
-    if (peek_char() == '"') return quoted(keep, out);
+    if (peek_char() == '"') {
+      if (!quoted(keep, out)) return false;
+      if (keep && out->size() > max) {
+        return fail("string of " + std::to_string(out->size()) + " octets, more than asked for");
+      }
+      return true;
+    }
     if (peek_char() == '{') return literal(keep, max, out);
     std::string_view word;
     if (!atom(&word) || !equals_nocase(word, "NIL")) return fail("expected a string: " + context());
@@ -208,7 +215,8 @@ class Parser {
   // "{n}" or "{n+}" ending the line; the n bytes follow, then the line goes on.
   bool literal(bool keep, uint64_t max, std::string* out) {
     uint64_t size = 0;
-    if (!trailing_literal(&size) || pos_ != line_.find('{', pos_)) {
+    size_t start = 0;
+    if (!trailing_literal(&size, &start) || pos_ != start) {
       return fail("malformed literal: " + context());
     }
     if (keep) {
@@ -222,8 +230,9 @@ class Parser {
     return read_line();
   }
 
-  // Whether the line ends with a literal's size, "{n}" or "{n+}".
-  bool trailing_literal(uint64_t* size) const {
+  // Whether the line ends with a literal's size, "{n}" or "{n+}"; *start:
+  // where its "{" is.
+  bool trailing_literal(uint64_t* size, size_t* start = nullptr) const {
     if (line_.empty() || line_.back() != '}') return false;
     size_t i = line_.size() - 1;
     if (i > 0 && line_[i - 1] == '+') --i;
@@ -233,6 +242,7 @@ class Parser {
     uint64_t n = 0;
     for (size_t k = i; k < digits_end; ++k) n = n * 10 + static_cast<uint64_t>(line_[k] - '0');
     *size = n;
+    if (start != nullptr) *start = i - 1;
     return true;
   }
 
@@ -288,6 +298,9 @@ bool read_fetch(Parser& p, const FetchLimits& limits, FetchAnswer* answer) {
     if (p.peek_char() == ' ') p.skip(1);
   }
   p.skip(1);
+  // The response ends here: anything after it (a literal announced there
+  // would leave its octets to be read as responses) is a protocol error.
+  if (!p.at_end()) return p.fail("unexpected data after FETCH response: " + p.context());
   // A body without a UID cannot be told apart from others: UID FETCH
   // responses always carry one (RFC 3501 6.4.8).
   if (has_body && uid != 0) {
@@ -334,7 +347,9 @@ bool read_tagged(Parser& p, std::string_view tag, FetchAnswer* answer) {
     p.skip(1);
     const std::string_view text = p.rest();
     const size_t end = text.find_first_of(" ]");
-    for (char c : text.substr(0, end)) answer->code.push_back(static_cast<char>(toupper(c)));
+    for (char c : text.substr(0, end)) {
+      answer->code.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+    }
   }
   return true;
 }

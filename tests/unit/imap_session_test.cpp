@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 #include <string>
@@ -362,6 +363,199 @@ TEST(ImapSession, SlowAnswerTimesOut) {
   EXPECT_NE(status.detail.find("timed out"), std::string::npos) << status.detail;
   EXPECT_GE(waited, 250ms);
   EXPECT_LT(waited, 2s);
+}
+
+// fetch_bodies() reads through libetpan's mailstream on its own: what it
+// leaves in libetpan's read buffer (and the tag counter) must be exactly
+// where libetpan's parser expects them.
+TEST(ImapSession, FetchLeavesLibetpanInStep) {
+  Commands commands;
+  std::mutex mutex;
+  std::vector<std::string> tags;
+  // Larger than libetpan's 64 KiB buffer: read partly straight from the socket.
+  const std::string big(200000, 'b');
+  FakeImapServer server(
+      kGreeting, logged_in(&commands, [&](const std::string& tag, const std::string& command) {
+        {
+          std::lock_guard lock(mutex);
+          tags.push_back(tag);
+        }
+        if (command == "UID FETCH 7 BODY.PEEK[]<0.300000>") {
+          // One write: the answer, then responses for the next command.
+          return "* 1 FETCH (UID 7 BODY[]<0> {" + std::to_string(big.size()) + "}\r\n" + big +
+                 ")\r\n$TAG OK done\r\n* 5 EXISTS\r\n"
+                 "* 2 FETCH (FLAGS (\\Seen))\r\n";
+        }
+        if (command.rfind("UID STORE", 0) == 0) {
+          // And what follows this one stays for the next fetch.
+          return std::string("$TAG OK stored\r\n* 3 EXPUNGE\r\n* OK [ALERT] {5}\r\n");
+        }
+        if (command == "UID FETCH 8 BODY.PEEK[]<0.10>") {
+          return std::string("* 4 FETCH (UID 8 BODY[]<0> {3}\r\nabc)\r\n$TAG OK done\r\n");
+        }
+        return std::string("$TAG BAD unexpected\r\n");
+      }));
+  Open open(server);
+  std::string data;
+  Status status = open.session.fetch(7, 0, 300000, &data);
+  ASSERT_TRUE(status.ok()) << status.detail;
+  EXPECT_EQ(data, big);
+  status = open.session.hide({7});
+  EXPECT_TRUE(status.ok()) << status.detail;
+  status = open.session.fetch(8, 0, 10, &data);
+  ASSERT_TRUE(status.ok()) << status.detail;
+  EXPECT_EQ(data, "abc");
+  status = open.session.hide({8});
+  EXPECT_TRUE(status.ok()) << status.detail;
+  EXPECT_FALSE(open.session.broken());
+  open.session.logout(1s);
+  auto seen = commands.get();
+  ASSERT_EQ(seen.size(), 7u);
+  EXPECT_EQ(seen[2], "UID FETCH 7 BODY.PEEK[]<0.300000>");
+  EXPECT_EQ(seen[3], "UID STORE 7 +FLAGS.SILENT ($POP3Deleted)");
+  EXPECT_EQ(seen[4], "UID FETCH 8 BODY.PEEK[]<0.10>");
+  EXPECT_EQ(seen[6], "LOGOUT");
+  std::lock_guard lock(mutex);
+  // Every command its own tag, whichever side sent it.
+  std::vector<std::string> sorted = tags;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(std::unique(sorted.begin(), sorted.end()), sorted.end());
+}
+
+TEST(ImapSession, BatchFetchWithAMessageExpungedMeanwhile) {
+  Commands commands;
+  FakeImapServer server(kGreeting, logged_in(&commands, [](auto&, const std::string& command) {
+                          if (command != "UID FETCH 7,8,9 BODY.PEEK[]<0.100>") {
+                            return std::string("$TAG BAD unexpected\r\n");
+                          }
+                          return std::string(
+                              "* 3 FETCH (UID 9 BODY[]<0> {4}\r\nnine)\r\n"
+                              "* 2 FETCH (UID 8 BODY[]<0> NIL)\r\n"
+                              "* 2 FETCH (FLAGS (\\Deleted))\r\n"
+                              "* 1 FETCH (UID 7 BODY[]<0> {5}\r\nseven)\r\n"
+                              "$TAG OK [EXPUNGEISSUED] Some messages were expunged\r\n");
+                        }));
+  Open open(server);
+  std::vector<FetchedChunk> chunks;
+  open.session.fetch_bodies({7, 8, 9}, 0, 100, &chunks);
+  ASSERT_EQ(chunks.size(), 3u);
+  EXPECT_EQ(chunks[0].uid, 7u);
+  EXPECT_TRUE(chunks[0].status.ok()) << chunks[0].status.detail;
+  EXPECT_EQ(chunks[0].data, "seven");
+  EXPECT_EQ(chunks[1].uid, 8u);
+  EXPECT_EQ(chunks[1].status.error, UpstreamError::kMessageGone);
+  EXPECT_EQ(chunks[1].data, "");
+  EXPECT_EQ(chunks[2].uid, 9u);
+  EXPECT_TRUE(chunks[2].status.ok()) << chunks[2].status.detail;
+  EXPECT_EQ(chunks[2].data, "nine");
+  EXPECT_FALSE(open.session.broken());
+}
+
+TEST(ImapSession, BatchFetchTaggedNoExpungeIssuedWithAMessageLeftOut) {
+  Commands commands;
+  FakeImapServer server(
+      kGreeting, logged_in(&commands, [](auto&, auto&) {
+        return std::string(
+            "* 1 FETCH (UID 7 BODY[]<0> {5}\r\nseven)\r\n"
+            "* 3 FETCH (UID 9 BODY[]<0> {4}\r\nnine)\r\n"
+            "$TAG NO [EXPUNGEISSUED] Some of the requested messages no longer exist\r\n");
+      }));
+  Open open(server);
+  std::vector<FetchedChunk> chunks;
+  open.session.fetch_bodies({7, 8, 9}, 0, 100, &chunks);
+  ASSERT_EQ(chunks.size(), 3u);
+  EXPECT_TRUE(chunks[0].status.ok()) << chunks[0].status.detail;
+  EXPECT_EQ(chunks[0].data, "seven");
+  EXPECT_EQ(chunks[1].status.error, UpstreamError::kMessageGone);
+  EXPECT_TRUE(chunks[2].status.ok()) << chunks[2].status.detail;
+  EXPECT_EQ(chunks[2].data, "nine");
+}
+
+TEST(ImapSession, RefusedBatchFetchIsRefusedForAllAndNotFinal) {
+  int round = 0;
+  Commands commands;
+  FakeImapServer server(
+      kGreeting, logged_in(&commands, [&](auto&, const std::string& command) {
+        if (command.rfind("UID STORE", 0) == 0) return std::string("$TAG OK done\r\n");
+        switch (round++) {
+          case 0:
+            return std::string(
+                "* 1 FETCH (UID 7 BODY[]<0> {5}\r\nseven)\r\n"
+                "$TAG NO [SERVERBUG] Internal error occurred\r\n");
+          case 1:
+            return std::string("$TAG BAD Error in IMAP command UID FETCH\r\n");
+          default:
+            return std::string("* 1 FETCH (UID 7 BODY[]<0> {2}\r\nok)\r\n$TAG OK done\r\n");
+        }
+      }));
+  Open open(server);
+  std::vector<FetchedChunk> chunks;
+  open.session.fetch_bodies({7, 8, 9}, 0, 100, &chunks);
+  ASSERT_EQ(chunks.size(), 3u);
+  for (const FetchedChunk& chunk : chunks) {
+    EXPECT_EQ(chunk.status.error, UpstreamError::kRefused) << chunk.uid;
+    EXPECT_NE(chunk.status.detail.find("Internal error"), std::string::npos) << chunk.status.detail;
+  }
+  EXPECT_FALSE(open.session.broken());
+  EXPECT_TRUE(open.session.hide({1}).ok());
+
+  open.session.fetch_bodies({7, 8, 9}, 0, 100, &chunks);
+  ASSERT_EQ(chunks.size(), 3u);
+  for (const FetchedChunk& chunk : chunks) {
+    EXPECT_EQ(chunk.status.error, UpstreamError::kRefused) << chunk.uid;
+    EXPECT_NE(chunk.status.detail.find("Error in IMAP command"), std::string::npos)
+        << chunk.status.detail;
+  }
+  EXPECT_FALSE(open.session.broken());
+
+  std::string data;
+  Status status = open.session.fetch(7, 0, 100, &data);
+  ASSERT_TRUE(status.ok()) << status.detail;
+  EXPECT_EQ(data, "ok");
+  open.session.logout(1s);
+  EXPECT_EQ(commands.get().back(), "LOGOUT");
+}
+
+TEST(ImapSession, ConnectionLostInsideABatchLiteralIsUnavailableForAll) {
+  Commands commands;
+  FakeImapServer server(kGreeting, logged_in(&commands, [](auto&, auto&) {
+                          return std::string(
+                              "* 1 FETCH (UID 7 BODY[]<0> {5}\r\nseven)\r\n"
+                              "* 2 FETCH (UID 8 BODY[]<0> {100}\r\nabc<close>");
+                        }));
+  Open open(server);
+  std::vector<FetchedChunk> chunks;
+  auto start = std::chrono::steady_clock::now();
+  open.session.fetch_bodies({7, 8, 9}, 0, 100, &chunks);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  ASSERT_EQ(chunks.size(), 3u);
+  for (const FetchedChunk& chunk : chunks) {
+    EXPECT_EQ(chunk.status.error, UpstreamError::kUnavailable) << chunk.uid;
+  }
+  EXPECT_TRUE(open.session.broken());
+  EXPECT_EQ(open.session.hide({7}).error, UpstreamError::kUnavailable);
+}
+
+TEST(ImapSession, BatchAnswerBreakingTheProtocolIsFinal) {
+  Commands commands;
+  FakeImapServer server(
+      kGreeting, logged_in(&commands, [](auto&, auto&) {
+        // A body larger than asked for.
+        return std::string("* 1 FETCH (UID 7 BODY[]<0> {11}\r\nhello world)\r\n$TAG OK done\r\n");
+      }));
+  Open open(server);
+  std::vector<FetchedChunk> chunks;
+  open.session.fetch_bodies({7, 8}, 0, 10, &chunks);
+  ASSERT_EQ(chunks.size(), 2u);
+  for (const FetchedChunk& chunk : chunks) {
+    EXPECT_EQ(chunk.status.error, UpstreamError::kUnavailable) << chunk.uid;
+    EXPECT_NE(chunk.status.detail.find("more than asked for"), std::string::npos)
+        << chunk.status.detail;
+  }
+  EXPECT_TRUE(open.session.broken());
+  open.session.logout(1s);
+  EXPECT_EQ(commands.get().back(), "UID FETCH 7,8 BODY.PEEK[]<0.10>")
+      << "LOGOUT on a broken session";
 }
 
 TEST(ImapSession, HideStoresTheKeywordOnACompactSet) {

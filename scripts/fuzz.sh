@@ -23,7 +23,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
 PARALLEL=${FUZZ_PARALLEL:-1}
 SECONDS_PER_TARGET=60
-ALL_TARGETS=(fuzz_parser fuzz_encoder fuzz_sasl fuzz_session fuzz_config)
+ALL_TARGETS=(fuzz_parser fuzz_encoder fuzz_sasl fuzz_session fuzz_config fuzz_fetch_reader)
 TARGETS=()
 
 for arg in "$@"; do
@@ -46,6 +46,7 @@ max_len() {
     fuzz_sasl) echo 4096 ;;
     fuzz_session) echo 8192 ;;
     fuzz_config) echo 16384 ;;   # the shipped config is ~5 KiB
+    fuzz_fetch_reader) echo 4096 ;;
   esac
 }
 dict() {
@@ -54,6 +55,7 @@ dict() {
     fuzz_encoder) echo "$ROOT/tests/fuzz/message.dict" ;;
     fuzz_sasl) echo "$ROOT/tests/fuzz/sasl.dict" ;;
     fuzz_config) echo "$ROOT/tests/fuzz/toml.dict" ;;
+    fuzz_fetch_reader) echo "$ROOT/tests/fuzz/imap.dict" ;;
   esac
 }
 

@@ -215,3 +215,64 @@ write("fuzz_config", "dotted_keys", 'server.idle_timeout = "10m"\nlistener = [{ 
       '[[upstream]]\n"host" = "a.b"\nupstream.extra = 1\n')
 
 print("seeds written to", OUT)
+
+# --- fuzz_fetch_reader: h[0] max_body, h[1] max_line-1, h[2] tag | buffer<<2,
+#     h[3] split seed; the server's answer to UID FETCH ... BODY.PEEK[] ------
+FR_TAGS = ["1", "12", "A0001", "a"]
+
+
+def fetch_reader(name, stream, max_body=0xF0, max_line=255, tag=0, buffer=5, seed=1):
+    stream = stream.replace("$TAG", FR_TAGS[tag])
+    write("fuzz_fetch_reader", name,
+          bytes([max_body, max_line - 1, tag | (buffer << 2), seed]) + stream.encode("latin-1"))
+
+
+def lit(data):
+    return "{%d}\r\n%s" % (len(data), data)
+
+
+MAIL = ("Return-Path: <bob@example.org>\r\nDelivered-To: alice@example.org\r\n"
+        "From: Bob <bob@example.org>\r\nSubject: hi\r\n\r\nline one\r\n.\r\n..two\r\n")
+DONE = "$TAG OK Fetch completed (0.001 + 0.000 secs).\r\n"
+fetch_reader("dovecot_single", "* 1 FETCH (UID 7 BODY[]<0> " + lit(MAIL) + ")\r\n" + DONE)
+fetch_reader("dovecot_batch", "* 1 FETCH (UID 7 BODY[]<0> " + lit("a\r\n") + ")\r\n"
+             "* 3 FETCH (UID 9 BODY[]<0> " + lit("ccc\r\n") + ")\r\n"
+             "* 2 FETCH (UID 8 BODY[]<0> " + lit("bb\r\n") + ")\r\n" + DONE, tag=1, buffer=0)
+fetch_reader("dovecot_expunged", "* 1 FETCH (UID 7 BODY[]<0> " + lit("seven") + ")\r\n"
+             "* 2 FETCH (UID 8 BODY[]<0> NIL)\r\n"
+             "$TAG NO [EXPUNGEISSUED] Some of the requested messages no longer exist (0.001 + 0.000 secs).\r\n",
+             tag=2, buffer=1)
+fetch_reader("expunged_ok", "* 2 FETCH (UID 8 BODY[] nil)\r\n$TAG OK [EXPUNGEISSUED] gone\r\n", max_body=8)
+fetch_reader("unsolicited", "* 5 EXISTS\r\n* 1 RECENT\r\n* 3 EXPUNGE\r\n"
+             "* 2 FETCH (FLAGS (\\Seen $Junk) MODSEQ (1234))\r\n"
+             "* OK [HIGHESTMODSEQ 1235] Highest\r\n* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
+             "* OK [PERMANENTFLAGS (\\Answered \\Deleted \\Seen \\*)] Flags permitted.\r\n"
+             "* 4 FETCH (UID 40 BODY[]<0> " + lit("x") + " FLAGS (\\Recent))\r\n"
+             "* VANISHED (EARLIER) 1:3,5\r\n" + DONE, seed=2, buffer=2)
+fetch_reader("other_items", "* 4 FETCH (UID 40 RFC822.SIZE 4711 INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" "
+             "BODYSTRUCTURE ((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 10 1 NIL NIL NIL) "
+             "(\"APPLICATION\" \"OCTET-STREAM\" (\"NAME\" " + lit("a (b) \"c\"") + ") NIL NIL \"BASE64\" 20 NIL "
+             "(\"attachment\" (\"FILENAME\" \"x\\\"y\")) NIL) \"MIXED\" (\"BOUNDARY\" \"--\") NIL NIL) "
+             "BODY[HEADER.FIELDS (DATE FROM)] " + lit("Date: x\r\n\r\n") + " BODY[TEXT]<0> " + lit("text")
+             + " BODY[]<0> " + lit("body") + ")\r\n" + DONE, tag=3, seed=3, buffer=3)
+fetch_reader("unknown_literals", "* XLIST (\\Noselect) \"/\" " + lit("1 OK fake\r\n") + " more "
+             + lit("* 9 FETCH (UID 9 BODY[] {1}\r\nx)\r\n") + "\r\n* 7 XNUM (a b) {3+}\r\nabc\r\n"
+             "* 8 FETCH (UID 7 BODY[] " + lit("real") + ")\r\n" + DONE, seed=4, buffer=4)
+fetch_reader("text_with_braces", "* OK [ALERT] Maintenance at 22:00 {5}\r\n* NO warn {3}\r\n* BYE soon {1}\r\n"
+             "* 1 FETCH (UID 1 BODY[] {2}\r\nhi)\r\n$TAG OK done {4}\r\n* 6 EXISTS\r\n", seed=5)
+fetch_reader("tagged_no", "* 1 FETCH (UID 1 BODY[]<0> " + lit("partial") + ")\r\n"
+             "$TAG NO [SERVERBUG] Internal error occurred. Refer to server log for more information. "
+             "[2024-01-01 10:00:00] (0.001 + 0.000 secs).\r\n", tag=1)
+fetch_reader("tagged_bad", "$TAG BAD Error in IMAP command UID FETCH: Invalid arguments.\r\n", tag=2)
+fetch_reader("lowercase", "* 3 fetch (uid 7 body[]<0> " + lit("mail") + ")\r\n* 4 exists\r\n$TAG ok [expungeissued] x\r\n", tag=3)
+fetch_reader("quoted_body", "* 1 FETCH (UID 7 BODY[]<0> \"a \\\"q\\\" \\\\ {3}\")\r\n" + DONE, max_body=20)
+fetch_reader("lf_only", "* 5 EXISTS\n* 3 FETCH (UID 7 BODY[] {4}\nab\r\n)\n* XFOO {2}\nzz\n1 OK done\nrest")
+fetch_reader("max_body_exact", "* 1 FETCH (UID 7 BODY[]<0> " + lit("12345") + ")\r\n" + DONE, max_body=5)
+fetch_reader("max_body_over", "* 1 FETCH (UID 7 BODY[]<0> " + lit("123456") + ")\r\n" + DONE, max_body=5)
+fetch_reader("long_line", "* OK " + "x" * 40 + "\r\n" + DONE, max_line=32, seed=6)
+fetch_reader("tag_prefix", "12 OK other\r\n1 OK done\r\n", tag=0)
+fetch_reader("continuation", "+ go ahead\r\n1 OK done\r\n")
+fetch_reader("eof_in_literal", "* 1 FETCH (UID 7 BODY[]<0> {100}\r\nonly a part", max_body=0xF8)
+fetch_reader("fake_tagged_in_body", "* 1 FETCH (UID 7 BODY[] " + lit("1 OK fake\r\n* 2 FETCH (UID 8 BODY[] {1}\r\n") +
+             ")\r\n1 OK real\r\n2 OK next\r\n", max_body=0xF1, seed=7, buffer=7)
+fetch_reader("zero_literal", "* 1 FETCH (UID 7 BODY[]<500> {0}\r\n)\r\n" + DONE, max_body=0)

@@ -214,7 +214,6 @@ write("fuzz_config", "routing", '[[listener]]\naddress = "127.0.0.1:1110"\n\n'
 write("fuzz_config", "dotted_keys", 'server.idle_timeout = "10m"\nlistener = [{ address = "127.0.0.1:1" }]\n'
       '[[upstream]]\n"host" = "a.b"\nupstream.extra = 1\n')
 
-print("seeds written to", OUT)
 
 # --- fuzz_fetch_reader: h[0] max_body, h[1] max_line-1, h[2] tag | buffer<<2,
 #     h[3] split seed; the server's answer to UID FETCH ... BODY.PEEK[] ------
@@ -276,3 +275,5 @@ fetch_reader("eof_in_literal", "* 1 FETCH (UID 7 BODY[]<0> {100}\r\nonly a part"
 fetch_reader("fake_tagged_in_body", "* 1 FETCH (UID 7 BODY[] " + lit("1 OK fake\r\n* 2 FETCH (UID 8 BODY[] {1}\r\n") +
              ")\r\n1 OK real\r\n2 OK next\r\n", max_body=0xF1, seed=7, buffer=7)
 fetch_reader("zero_literal", "* 1 FETCH (UID 7 BODY[]<500> {0}\r\n)\r\n" + DONE, max_body=0)
+
+print("seeds written to", OUT)

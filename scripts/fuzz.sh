@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (clang, ASan+UBSan) and fuzzes each for a while.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   SECONDS per target (default 60)
-#   scripts/fuzz.sh --ci                    every target 60 s (about 5 min)
+#   scripts/fuzz.sh --ci                    every target 60 s (about 6 min)
 #   FUZZ_PARALLEL=2 scripts/fuzz.sh 600     run that many targets at once
 #   FUZZ_BUILD_DIR=...                      build tree (default build-fuzz)
 #   FUZZ_IGNORE_KNOWN=toml-unreachable[,idle-in-update]

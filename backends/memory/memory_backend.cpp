@@ -34,6 +34,31 @@ class MemoryBackend::MemoryMailbox final : public Mailbox {
     }));
   }
 
+  // One request and one queued job for the whole batch, as an upstream
+  // that fetches them in one command would: a failure of the call
+  // (fail_next, fail_all) fails every chunk; a missing UID fails its own.
+  void fetch_first(std::vector<uint32_t> uids, uint64_t length, BatchHandler done) override {
+    backend_.batches_.push_back({uids, length});
+    backend_.post(guard([this, uids = std::move(uids), length, done = std::move(done)] {
+      ++backend_.batches_answered_;
+      std::vector<FetchedChunk> chunks;
+      Status failure;
+      const bool failed = backend_.take_failure(failure);
+      for (uint32_t uid : uids) {
+        FetchedChunk chunk{uid, {}, {}};
+        if (failed) {
+          chunk.status = failure;
+        } else if (const Message* message = find(uid); message == nullptr) {
+          chunk.status = {UpstreamError::kMessageGone, "no such UID"};
+        } else {
+          chunk.data = message->data.substr(0, length);
+        }
+        chunks.push_back(std::move(chunk));
+      }
+      done(std::move(chunks));
+    }));
+  }
+
   void commit(CommitRequest request, CommitHandler done) override {
     backend_.post(guard([this, request = std::move(request), done = std::move(done)] {
       const std::vector<uint32_t>& uids = request.deleted;
@@ -90,6 +115,10 @@ MemoryBackend::Account* MemoryBackend::account(const std::string& user) {
 }
 
 bool MemoryBackend::take_failure(Status& status) {
+  if (fail_all_ != UpstreamError::kNone) {
+    status = {fail_all_, "injected failure (all calls)"};
+    return true;
+  }
   if (fail_next_ == UpstreamError::kNone) return false;
   status = {fail_next_, "injected failure"};
   fail_next_ = UpstreamError::kNone;

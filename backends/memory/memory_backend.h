@@ -37,8 +37,12 @@ class MemoryBackend final : public Backend {
   Account& add_account(const std::string& user, const std::string& password);
   Account* account(const std::string& user);
 
-  // The next upstream call fails with this error (once).
+  // The next upstream call fails with this error (once). A fetch_first()
+  // batch is one call: all of its chunks fail.
   void fail_next(UpstreamError error) { fail_next_ = error; }
+  // Every upstream call from now on fails with this error, like a lost
+  // upstream connection; kNone ends that.
+  void fail_all(UpstreamError error) { fail_all_ = error; }
 
   // Runs the queued handlers, including any queued while running; returns how many ran.
   size_t run_pending();
@@ -46,8 +50,18 @@ class MemoryBackend final : public Backend {
   bool run_one();
   size_t pending() const { return queue_.size(); }
   size_t open_mailboxes() const { return open_; }
-  // The `length` of every fetch asked for, in order.
+  // The `length` of every fetch asked for, in order (fetch() only).
   const std::vector<uint64_t>& fetch_lengths() const { return fetch_lengths_; }
+  // Every fetch_first() asked for, in order: one upstream request each,
+  // answered by one queued job (all of its chunks at once).
+  struct Batch {
+    std::vector<uint32_t> uids;
+    uint64_t length = 0;
+  };
+  const std::vector<Batch>& batches() const { return batches_; }
+  // How many of them have been answered (their handler ran); the others
+  // are still in flight, or were dropped with their mailbox.
+  size_t batches_answered() const { return batches_answered_; }
 
   void login(const Credentials& credentials, LoginHandler done) override;
 
@@ -60,8 +74,11 @@ class MemoryBackend final : public Backend {
   std::map<std::string, Account> accounts_;
   std::deque<std::function<void()>> queue_;
   UpstreamError fail_next_ = UpstreamError::kNone;
+  UpstreamError fail_all_ = UpstreamError::kNone;
   size_t open_ = 0;
   std::vector<uint64_t> fetch_lengths_;
+  std::vector<Batch> batches_;
+  size_t batches_answered_ = 0;
 };
 
 }  // namespace popbridge

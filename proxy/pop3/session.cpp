@@ -566,26 +566,46 @@ void Pop3Session::prefetch_pipelined() {
   uint64_t held = 0;
   for (const Prefetched& p : prefetched_) held += p.cost;
 
-  std::vector<uint32_t> batch;
+  const size_t waiting = prefetched_.size();  // slots from earlier calls
+  const uint64_t waiting_cost = held;
+  std::vector<Wanted> batch;
   uint64_t batch_cost = 0;
+  const auto send = [&] {
+    std::vector<uint32_t> uids;
+    for (const Wanted& w : batch) {
+      prefetched_.push_back({w.uid, w.cost, false, {}, {}});
+      uids.push_back(w.uid);
+    }
+    fetch_batch(std::move(uids));
+    batch.clear();
+    batch_cost = 0;
+  };
   for (const Wanted& w : wanted) {
+    // (The same message may be asked for twice: TOP 6 0, then RETR 6.)
     const bool known = (transfer_ && transfer_->uid == w.uid) ||
                        std::any_of(prefetched_.begin(), prefetched_.end(),
-                                   [&w](const Prefetched& p) { return p.uid == w.uid; });
+                                   [&w](const Prefetched& p) { return p.uid == w.uid; }) ||
+                       std::any_of(batch.begin(), batch.end(),
+                                   [&w](const Wanted& b) { return b.uid == w.uid; });
     if (known) continue;
     if (batch.empty() && !prefetched_.empty() && held + options_.chunk_size > budget) break;
     if (!batch.empty() && batch_cost + w.cost > options_.chunk_size) {
-      fetch_batch(std::move(batch));
-      batch.clear();
-      batch_cost = 0;
+      send();
       if (held + options_.chunk_size > budget) break;
     }
-    prefetched_.push_back({w.uid, w.cost, false, {}, {}});
+    batch.push_back(w);
     held += w.cost;
-    batch.push_back(w.uid);
     batch_cost += w.cost;
   }
-  if (!batch.empty()) fetch_batch(std::move(batch));
+  if (batch.empty()) return;
+  // With small messages the lookahead, not the budget, ends a batch, and
+  // each RETR moves it by one command: a last, partial batch waits while
+  // plenty is still on its way, so that batches stay large (about half the
+  // lookahead) instead of one message each.
+  const bool window_full = lines.size() == kLookahead && wanted.size() == kLookahead;
+  const bool plenty_waiting = waiting >= kLookahead / 2 || waiting_cost >= budget / 2;
+  if (window_full && plenty_waiting && batch_cost < options_.chunk_size) return;
+  send();
 }
 
 void Pop3Session::fetch_batch(std::vector<uint32_t> uids) {

@@ -550,8 +550,19 @@ void Pop3Session::prefetch_pipelined() {
     if (!want(pop3::parse_number(command.args[0]))) break;
   }
   // A client that RETRs one message at a time almost always asks for the
-  // next one: have it on the way (one chunk at most).
-  if (lines.empty() && transfer_ && transfer_->is_retr) want(transfer_->index + 2);
+  // next ones: have a few on the way (one batch, a chunk's worth at most).
+  constexpr size_t kSpeculate = 8;
+  const bool speculating = lines.empty() && transfer_ && transfer_->is_retr;
+  if (speculating) {
+    uint64_t cost = 0;
+    for (uint32_t n = transfer_->index + 2; wanted.size() < kSpeculate && want(n); ++n) {
+      cost += wanted.back().cost;
+      if (cost > options_.chunk_size && wanted.size() > 1) {
+        wanted.pop_back();
+        break;
+      }
+    }
+  }
 
   // A guess the client did not follow is dropped (a fetch still in flight
   // finds no slot and is discarded), so it never blocks a real lookahead.
@@ -598,12 +609,14 @@ void Pop3Session::prefetch_pipelined() {
     batch_cost += w.cost;
   }
   if (batch.empty()) return;
-  // With small messages the lookahead, not the budget, ends a batch, and
-  // each RETR moves it by one command: a last, partial batch waits while
-  // plenty is still on its way, so that batches stay large (about half the
-  // lookahead) instead of one message each.
-  const bool window_full = lines.size() == kLookahead && wanted.size() == kLookahead;
-  const bool plenty_waiting = waiting >= kLookahead / 2 || waiting_cost >= budget / 2;
+  // With small messages the lookahead (or the speculation), not the
+  // budget, ends a batch, and each RETR moves it by one message: a last,
+  // partial batch waits while plenty is still on its way, so that batches
+  // stay large (about half the window) instead of one message each.
+  const size_t window = speculating ? kSpeculate : kLookahead;
+  const bool window_full =
+      speculating || (lines.size() == kLookahead && wanted.size() == kLookahead);
+  const bool plenty_waiting = waiting >= window / 2 || waiting_cost >= budget / 2;
   if (window_full && plenty_waiting && batch_cost < options_.chunk_size) return;
   send();
 }

@@ -371,6 +371,34 @@ TEST_F(PrefetchTest, ManySmallMessagesStayInLargeBatches) {
   EXPECT_LE(requests, 199u / 16) << "messages per batch: " << sizes;
 }
 
+// A client that waits for each reply before its next RETR gets the next
+// messages fetched ahead, a few at a time, and each of them only once.
+TEST_F(PrefetchTest, OneRetrAtATimeIsSpeculatedInBatches) {
+  chunk_size = 256 * 1024;
+  set_messages(small_messages(40));
+  FakeIo io;
+  auto session = make_session(io);
+  login(*session, io);
+  const size_t first_batch = backend.batches().size();
+  std::string expected;
+  for (int n = 1; n <= 40; ++n) {
+    session->on_input("RETR " + std::to_string(n) + "\r\n");
+    run_all();
+    expected += retr_reply(raws[n - 1]);
+  }
+  EXPECT_EQ(io.out, expected);
+  std::vector<uint32_t> fetched;
+  for (size_t b = first_batch; b < backend.batches().size(); ++b) {
+    for (uint32_t uid : backend.batches()[b].uids) fetched.push_back(uid);
+  }
+  // Messages 2..40 each once (message 1 was asked for on its own), in
+  // batches of several.
+  EXPECT_EQ(fetched.size(), 39u);
+  std::sort(fetched.begin(), fetched.end());
+  EXPECT_EQ(std::adjacent_find(fetched.begin(), fetched.end()), fetched.end());
+  EXPECT_LE(backend.batches().size() - first_batch, 39u / 3);
+}
+
 TEST_F(PrefetchTest, MixedPipelinedCommandsAnswerInOrder) {
   std::vector<std::string> messages = {
       "Subject: one\r\n\r\nHello\r\n.dot line\r\n.\r\nbye\r\n",

@@ -11,27 +11,43 @@ namespace popbridge::imap {
 
 // ---- sources ----
 
+// Our position in libetpan's read buffer is offset_: consuming a line does
+// not move the rest of the buffer (up to 64 KiB) each time, as libetpan's
+// own reads do; the destructor moves what is left to the front once.
+MailstreamSource::~MailstreamSource() {
+  if (offset_ == 0) return;
+  std::memmove(stream_->read_buffer, stream_->read_buffer + offset_,
+               stream_->read_buffer_len - offset_);
+  stream_->read_buffer_len -= offset_;
+}
+
 std::string_view MailstreamSource::peek() {
-  if (stream_->read_buffer_len == 0) {
+  if (offset_ == stream_->read_buffer_len) {
+    offset_ = 0;
+    stream_->read_buffer_len = 0;
     const ssize_t got =
         mailstream_low_read(stream_->low, stream_->read_buffer, stream_->buffer_max_size);
     if (got <= 0) return {};
     stream_->read_buffer_len = static_cast<size_t>(got);
   }
-  return {stream_->read_buffer, stream_->read_buffer_len};
+  return {stream_->read_buffer + offset_, stream_->read_buffer_len - offset_};
 }
 
 void MailstreamSource::consume(size_t count) {
-  // As libetpan does: what is left stays at the start of its buffer.
-  count = std::min(count, stream_->read_buffer_len);
-  std::memmove(stream_->read_buffer, stream_->read_buffer + count,
-               stream_->read_buffer_len - count);
-  stream_->read_buffer_len -= count;
+  offset_ += std::min(count, stream_->read_buffer_len - offset_);
 }
 
 bool MailstreamSource::read(char* out, size_t count) {
-  // mailstream_read takes what is buffered, then reads large remainders
-  // straight into `out` (no copy through its buffer).
+  const size_t buffered = std::min(count, stream_->read_buffer_len - offset_);
+  std::memcpy(out, stream_->read_buffer + offset_, buffered);
+  offset_ += buffered;
+  out += buffered;
+  count -= buffered;
+  if (count == 0) return true;
+  // The buffer is used up: hand it back empty. mailstream_read reads large
+  // remainders straight into `out`, small ones through its buffer.
+  offset_ = 0;
+  stream_->read_buffer_len = 0;
   while (count > 0) {
     const ssize_t got = mailstream_read(stream_, out, count);
     if (got <= 0) return false;

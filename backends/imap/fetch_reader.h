@@ -34,17 +34,22 @@ class ResponseSource {
   virtual bool read(char* out, size_t count) = 0;
 };
 
-// A libetpan mailstream: its read buffer first, then its low driver, so
-// libetpan's own parser finds the stream exactly where we left it.
+// A libetpan mailstream: its read buffer first, then its low driver. Once
+// the source is destroyed, libetpan's own parser finds the stream exactly
+// where we left it; while it lives, nothing else may read the stream.
 class MailstreamSource final : public ResponseSource {
  public:
   explicit MailstreamSource(mailstream* stream) : stream_(stream) {}
+  ~MailstreamSource() override;
+  MailstreamSource(const MailstreamSource&) = delete;
+  MailstreamSource& operator=(const MailstreamSource&) = delete;
   std::string_view peek() override;
   void consume(size_t count) override;
   bool read(char* out, size_t count) override;
 
  private:
   mailstream* stream_;
+  size_t offset_ = 0;  // octets of libetpan's read buffer already taken
 };
 
 // Bytes in memory (tests, fuzzing).

@@ -581,10 +581,14 @@ void ImapSession::fetch_bodies(const std::vector<uint32_t>& uids, uint64_t offse
       mailstream_flush(stream) != 0) {
     return all(lost(command, stream_->failed() ? stream_->failure() : "cannot send"));
   }
-  MailstreamSource source(stream);
   FetchAnswer answer;
   std::string error;
-  if (!read_fetch_answer(source, tag, {length, kMaxResponseLine}, &answer, &error)) {
+  bool answered;
+  {
+    MailstreamSource source(stream);  // gives libetpan its buffer back when it goes
+    answered = read_fetch_answer(source, tag, {length, kMaxResponseLine}, &answer, &error);
+  }
+  if (!answered) {
     return all(lost(command, stream_->failed() ? stream_->failure() : error));
   }
   const bool expunge_issued = answer.code == "EXPUNGEISSUED";

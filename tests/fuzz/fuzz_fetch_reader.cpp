@@ -184,9 +184,11 @@ Outcome run_mailstream(std::string_view stream, std::string_view tag, const Fetc
   FUZZ_CHECK(low != nullptr, "mailstream_low_new failed");
   mailstream* ms = mailstream_new(low, buffer_size);
   FUZZ_CHECK(ms != nullptr, "mailstream_new failed");
-  MailstreamSource source(ms);
   Outcome out;
-  out.ok = read_fetch_answer(source, tag, limits, &out.answer, &out.error);
+  {
+    MailstreamSource source(ms);  // gives libetpan its buffer back when it goes
+    out.ok = read_fetch_answer(source, tag, limits, &out.answer, &out.error);
+  }
   if (out.ok) {
     // libetpan reads on from where the reader stopped: what it gets, its
     // buffer first, is exactly the rest of the stream.

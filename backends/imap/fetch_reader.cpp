@@ -44,12 +44,12 @@ bool MailstreamSource::read(char* out, size_t count) {
   out += buffered;
   count -= buffered;
   if (count == 0) return true;
-  // The buffer is used up: hand it back empty. mailstream_read reads large
-  // remainders straight into `out`, small ones through its buffer.
+  // The buffer is used up: hand it back empty and read the rest straight
+  // into `out` (never more than asked for, so nothing is left over).
   offset_ = 0;
   stream_->read_buffer_len = 0;
   while (count > 0) {
-    const ssize_t got = mailstream_read(stream_, out, count);
+    const ssize_t got = mailstream_low_read(stream_->low, out, count);
     if (got <= 0) return false;
     out += got;
     count -= static_cast<size_t>(got);

@@ -70,8 +70,8 @@ class Mailbox {
   using ChunkHandler = std::function<void(Status status, std::string data)>;
   virtual void fetch(uint32_t uid, uint64_t offset, uint64_t length, ChunkHandler done) = 0;
 
-  // The first `length` octets of each of `uids`: one chunk per UID, in the
-  // order given, each as fetch() would have answered. A backend that can
+  // The first `length` octets of each of `uids` (not empty): one chunk per
+  // UID, in the order given, each as fetch() would have answered. A backend that can
   // asks for all of them at once (one round trip instead of one each);
   // this default asks for each in turn.
   using BatchHandler = std::function<void(std::vector<FetchedChunk> chunks)>;

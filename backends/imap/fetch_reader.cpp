@@ -130,9 +130,17 @@ class Parser {
   bool atom(std::string_view* out) {
     const size_t start = pos_;
     int brackets = 0;
+    // '[' opens a section only after a name that takes one (BODY[...]);
+    // elsewhere it is an ordinary atom character (a keyword "a[b").
+    const auto takes_section = [&] {
+      const std::string_view name = std::string_view(line_).substr(start, pos_ - start);
+      return equals_nocase(name, "BODY") || equals_nocase(name, "BODY.PEEK") ||
+             equals_nocase(name, "BINARY") || equals_nocase(name, "BINARY.PEEK") ||
+             equals_nocase(name, "BINARY.SIZE");
+    };
     while (!at_end()) {
       const char c = line_[pos_];
-      if (c == '[') {
+      if (c == '[' && (brackets > 0 || takes_section())) {
         ++brackets;
       } else if (c == ']') {
         if (brackets == 0) break;

@@ -154,12 +154,11 @@ void ImapBackend::login(const Credentials& credentials, LoginHandler done) {
         LoginResult result;
         result.status = ImapSession::check_credentials(credentials);
         if (result.status.ok()) result.status = session->connect();
-        if (result.status.ok()) {
-          result.status = session->login_and_snapshot(credentials, &result.snapshot);
-        }
+        if (result.status.ok()) result.status = session->login(credentials);
         // This copy of the password is not needed any more.
         OPENSSL_cleanse(credentials.password.data(), credentials.password.size());
         if (result.status.ok()) result.status = session->check_extensions();
+        if (result.status.ok()) result.status = session->snapshot(&result.snapshot);
         if (!result.status.ok()) session->logout(kLogoutTimeout);
         return result;
       },

@@ -218,6 +218,15 @@ Status ImapSession::check_extensions() {
 
 Status ImapSession::snapshot(Snapshot* snapshot) {
   if (broken_ || imap_ == nullptr) return {UpstreamError::kUnavailable, "SELECT: not connected"};
+  const MailboxConfig& mailbox = settings_->mailbox;
+  // (A folder name that is not plain 7-bit goes through libetpan, which
+  // sends it as a literal where needed.)
+  const bool plain_name = std::none_of(folder_.begin(), folder_.end(), [](char c) {
+    return c == '\r' || c == '\n' || c == '\0' || static_cast<unsigned char>(c) >= 0x80;
+  });
+  if (mailbox.visible == Visible::kAll && mailbox.max_messages == 0 && plain_name) {
+    return select_and_fetch_all(snapshot);
+  }
   snapshot->messages.clear();
   snapshot->uidvalidity = 0;
   int rc = mailimap_select(imap_, folder_.c_str());
@@ -231,11 +240,10 @@ Status ImapSession::snapshot(Snapshot* snapshot) {
     exists = imap_->imap_selection_info->sel_exists;
   }
   if (exists == 0) return {};
-
-  const MailboxConfig& mailbox = settings_->mailbox;
   if (mailbox.visible == Visible::kAll && mailbox.max_messages == 0) {
-    return fetch_snapshot(nullptr, snapshot);
+    return fetch_snapshot(nullptr, snapshot);  // the folder name needed libetpan
   }
+
   // Ask the server which messages qualify, then fetch only those: a huge
   // mailbox with max_messages set costs one UID list, not every message.
   const bool unseen = mailbox.visible == Visible::kUnseen;

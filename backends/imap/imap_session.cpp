@@ -8,7 +8,6 @@
 #include <cstring>
 
 #include <libetpan/libetpan.h>
-#include <openssl/crypto.h>
 
 #include "backends/imap/fetch_reader.h"
 #include "backends/imap/fetch_results.h"
@@ -56,11 +55,13 @@ bool has_line_break_or_nul(const std::string& text) {
   return text.find_first_of(std::string("\r\n\0", 3)) != std::string::npos;
 }
 
-// An IMAP astring as libetpan sends it: an atom when it is one, else a
-// quoted string. Only for 7-bit text without CR, LF or NUL.
+// An IMAP astring as libetpan sends it: an atom when it is a plain word,
+// else a quoted string. Only for 7-bit text without CR, LF or NUL (folder names
+// are modified UTF-7).
 std::string astring(std::string_view text) {
+  // (Like libetpan: letters, digits and '-' only, which every server takes.)
   const auto atom_char = [](char c) {
-    return c > 0x20 && c < 0x7f && std::strchr("(){%*\"\\]", c) == nullptr;
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
   };
   if (!text.empty() && std::all_of(text.begin(), text.end(), atom_char)) return std::string(text);
   std::string quoted = "\"";
@@ -400,57 +401,31 @@ Status ImapSession::login(const Credentials& credentials) {
   return login_outcome(rc, command);
 }
 
-// One round trip instead of three: LOGIN, SELECT and UID FETCH 1:* go out
-// in one write and libetpan's parser reads the three answers in turn (it
-// checks each answer's tag against imap_tag, so that is set for each).
-// Only where login() would send a plain LOGIN and snapshot() one FETCH of
-// everything; otherwise the two run one after the other.
-Status ImapSession::login_and_snapshot(const Credentials& credentials, Snapshot* snapshot) {
-  const MailboxConfig& mailbox = settings_->mailbox;
-  const bool pipelined =
-      !broken_ && imap_ != nullptr && check_credentials(credentials).ok() &&
-      mailimap_has_extension(imap_, "LOGINDISABLED") == 0 && !has_8bit(credentials.user) &&
-      !has_8bit(credentials.password) && mailbox.visible == Visible::kAll &&
-      mailbox.max_messages == 0;
-  if (!pipelined) {
-    Status status = login(credentials);
-    return status.ok() ? this->snapshot(snapshot) : status;
-  }
+// SELECT and UID FETCH 1:* in one write: one round trip saved; libetpan's
+// parser reads the two answers in turn (it checks each answer's tag against
+// imap_tag, so that is set for each). Never pipelined behind LOGIN: some
+// servers hand the connection to another process once authenticated and
+// would lose what was sent behind it.
+Status ImapSession::select_and_fetch_all(Snapshot* snapshot) {
   snapshot->messages.clear();
   snapshot->uidvalidity = 0;
   const int tag = imap_->imap_tag;
-  std::string commands = std::to_string(tag + 1) + " LOGIN " + astring(credentials.user) + " " +
-                         astring(credentials.password) + "\r\n" + std::to_string(tag + 2) +
-                         " SELECT " + astring(folder_) + "\r\n" + std::to_string(tag + 3) +
-                         " UID FETCH 1:* (UID RFC822.SIZE FLAGS)\r\n";
-  mailstream* stream = imap_->imap_stream;
-  mailstream_set_privacy(stream, 0);  // no logger may see the password
-  const bool sent =
-      mailstream_write(stream, commands.data(), commands.size()) ==
-          static_cast<ssize_t>(commands.size()) &&
-      mailstream_flush(stream) == 0;
-  mailstream_set_privacy(stream, 1);
-  OPENSSL_cleanse(commands.data(), commands.size());
-  imap_->imap_tag = tag + 3;
-  const std::string login_command = "LOGIN " + credentials.user;
-  if (!sent) return lost(login_command, stream_->failed() ? stream_->failure() : "cannot send");
-
-  int state = 0;
-  int rc = parse_answer(tag + 1, &state);
-  if (rc == MAILIMAP_NO_ERROR && state != MAILIMAP_RESP_COND_STATE_OK) rc = MAILIMAP_ERROR_LOGIN;
-  if (rc == MAILIMAP_NO_ERROR) imap_->imap_state = MAILIMAP_STATE_AUTHENTICATED;
-  Status status = login_outcome(rc, login_command);
-  if (!status.ok()) {
-    // SELECT and FETCH were refused too: read their answers, so that the
-    // LOGOUT that follows finds the stream in step.
-    if (!broken_ && parse_answer(tag + 2, &state) != MAILIMAP_ERROR_STREAM) parse_answer(tag + 3, &state);
-    return status;
-  }
-
   const std::string select_command = "SELECT " + folder_;
+  const std::string fetch_command = "UID FETCH 1:* (UID RFC822.SIZE FLAGS)";
+  const std::string commands = std::to_string(tag + 1) + " SELECT " + astring(folder_) + "\r\n" +
+                               std::to_string(tag + 2) + " " + fetch_command + "\r\n";
+  mailstream* stream = imap_->imap_stream;
+  if (mailstream_write(stream, commands.data(), commands.size()) !=
+          static_cast<ssize_t>(commands.size()) ||
+      mailstream_flush(stream) != 0) {
+    return lost(select_command, stream_->failed() ? stream_->failure() : "cannot send");
+  }
+  imap_->imap_tag = tag + 2;
+
   if (imap_->imap_selection_info != nullptr) mailimap_selection_info_free(imap_->imap_selection_info);
   imap_->imap_selection_info = mailimap_selection_info_new();
-  rc = parse_answer(tag + 2, &state);
+  int state = 0;
+  int rc = parse_answer(tag + 1, &state);
   if (rc == MAILIMAP_NO_ERROR && state != MAILIMAP_RESP_COND_STATE_OK) rc = MAILIMAP_ERROR_SELECT;
   if (rc == MAILIMAP_NO_ERROR) {
     imap_->imap_state = MAILIMAP_STATE_SELECTED;
@@ -458,17 +433,16 @@ Status ImapSession::login_and_snapshot(const Credentials& credentials, Snapshot*
     mailimap_selection_info_free(imap_->imap_selection_info);
     imap_->imap_selection_info = nullptr;
   }
-  status = outcome(rc, select_command, MAILIMAP_ERROR_SELECT, UpstreamError::kNoMailbox,
+  Status status = outcome(rc, select_command, MAILIMAP_ERROR_SELECT, UpstreamError::kNoMailbox,
                    UpstreamError::kNoMailbox);
   uint32_t exists = 0;
   if (status.ok() && imap_->imap_selection_info != nullptr) {
     snapshot->uidvalidity = imap_->imap_selection_info->sel_uidvalidity;
     exists = imap_->imap_selection_info->sel_exists;
   }
+  if (broken_) return status;  // (BYE, or the stream failed: nothing more to read)
 
-  const std::string fetch_command = "UID FETCH 1:* (UID RFC822.SIZE FLAGS)";
-  if (broken_) return status;
-  const int fetch_rc = parse_answer(tag + 3, &state);
+  const int fetch_rc = parse_answer(tag + 2, &state);
   clist* result = nullptr;
   if (imap_->imap_response_info != nullptr) {
     result = imap_->imap_response_info->rsp_fetch_list;
@@ -601,10 +575,15 @@ void ImapSession::fetch_bodies(const std::vector<uint32_t>& uids, uint64_t offse
   // Other responses (flag changes by other clients...) may come along; a
   // message expunged meanwhile comes as BODY[] NIL (Dovecot, with
   // [EXPUNGEISSUED]) or not at all: gone, not empty.
+  // Under [EXPUNGEISSUED] an empty body is no body (a server may send ""
+  // rather than NIL), and a single message is taken for gone whatever came:
+  // a short last piece would otherwise end the message early.
+  if (expunge_issued && uids.size() == 1) answer.bodies.clear();
   std::vector<bool> found(chunks->size(), false);
   for (FetchedBody& body : answer.bodies) {
+    if (body.nil || (expunge_issued && body.data.empty())) continue;
     for (size_t i = 0; i < chunks->size(); ++i) {
-      if ((*chunks)[i].uid != body.uid || found[i] || body.nil) continue;
+      if ((*chunks)[i].uid != body.uid || found[i]) continue;
       (*chunks)[i].data = std::move(body.data);
       found[i] = true;
       break;

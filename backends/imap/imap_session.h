@@ -62,10 +62,6 @@ class ImapSession {
   // LOGIN, or AUTHENTICATE PLAIN for 8-bit credentials (when the server
   // offers it) or when the server advertises LOGINDISABLED.
   Status login(const Credentials& credentials);
-  // login() then snapshot(), in one round trip where the commands allow
-  // (plain LOGIN, visible = "all", no max_messages): LOGIN, SELECT and
-  // UID FETCH 1:* are sent together.
-  Status login_and_snapshot(const Credentials& credentials, Snapshot* snapshot);
   // ---- imap_policy.cpp: the folder, the snapshot and QUIT's commit ----
 
   // The folder snapshot() selects, as sent (default: upstream.folder).
@@ -77,9 +73,10 @@ class ImapSession {
   // far lacks them (servers often list them only after login). kRefused
   // when the server does not have them: never a plain EXPUNGE instead.
   Status check_extensions();
-  // SELECT the folder, then FETCH 1:* (UID RFC822.SIZE FLAGS); with
-  // visible = "unseen" or max_messages, UID SEARCH [UNSEEN] NOT KEYWORD
-  // <hide keyword> first and UID FETCH only the oldest max_messages of those.
+  // SELECT the folder and UID FETCH 1:* (UID RFC822.SIZE FLAGS), sent
+  // together; with visible = "unseen" or max_messages, SELECT, then UID
+  // SEARCH [UNSEEN] NOT KEYWORD <hide keyword> and UID FETCH only the oldest
+  // max_messages of those.
   Status snapshot(Snapshot* snapshot);
   // QUIT: \Seen on `retrieved` (mark_seen_on_retr), the delete policy on
   // `deleted`, then retention (whose failure is logged, not returned).
@@ -145,6 +142,8 @@ class ImapSession {
   template <typename Op>
   Status on_existing(const std::vector<uint32_t>& uids, const std::string& what, Op op);
   Status fetch_snapshot(const std::vector<uint32_t>* uids, Snapshot* snapshot);
+  // snapshot() for visible = "all" and no max_messages (imap_session.cpp).
+  Status select_and_fetch_all(Snapshot* snapshot);
   // The snapshot from the answer to a FETCH of every message (frees it).
   Status snapshot_of_all(clist* fetch_list, Snapshot* snapshot);
 

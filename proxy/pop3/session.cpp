@@ -648,6 +648,7 @@ void Pop3Session::on_prefetched(uint32_t uid, Status status, std::string data) {
     return on_chunk(std::move(status), std::move(data));
   }
   slot->ready = true;
+  slot->cost = data.size();  // what it holds, whatever RFC822.SIZE said
   slot->status = std::move(status);
   slot->data = std::move(data);
 }

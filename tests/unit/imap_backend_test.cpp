@@ -196,7 +196,7 @@ FakeImapServer::Answer stateful(Commands* commands, std::string password, std::s
   };
 }
 
-TEST(ImapBackend, LoginSelectAndFetchGoOutInOneWrite) {
+TEST(ImapBackend, SelectAndFetchGoOutTogetherAfterLogin) {
   Commands commands;
   FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n",
                         stateful(&commands, "secret",
@@ -219,7 +219,10 @@ TEST(ImapBackend, LoginSelectAndFetchGoOutInOneWrite) {
                                       "UID FETCH 1:* (UID RFC822.SIZE FLAGS)", "LOGOUT"}));
 }
 
-TEST(ImapBackend, PipelinedLoginRefusedReadsTheOtherAnswersThenLogsOut) {
+// LOGIN goes alone (a server may hand the connection to another process
+// once authenticated and lose what was sent behind it): when it is
+// refused, nothing else was sent.
+TEST(ImapBackend, RefusedLoginSendsNothingBehindIt) {
   Commands commands;
   FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n",
                         stateful(&commands, "secret", "$TAG OK done\r\n", "$TAG OK done\r\n"));
@@ -232,12 +235,10 @@ TEST(ImapBackend, PipelinedLoginRefusedReadsTheOtherAnswersThenLogsOut) {
   ASSERT_TRUE(loop.run_until([&] { return commands.saw("LOGOUT"); }));
   backend.shutdown();
   loop.run_until([] { return false; }, 20ms);
-  EXPECT_EQ(commands.get(),
-            (std::vector<std::string>{"LOGIN alice wrong", "SELECT INBOX",
-                                      "UID FETCH 1:* (UID RFC822.SIZE FLAGS)", "LOGOUT"}));
+  EXPECT_EQ(commands.get(), (std::vector<std::string>{"LOGIN alice wrong", "LOGOUT"}));
 }
 
-TEST(ImapBackend, PipelinedLoginQuotesWhatIsNotAnAtom) {
+TEST(ImapBackend, LoginQuotesWhatIsNotAnAtomAndAnEmptyFolderMayRefuseFetch) {
   Commands commands;
   FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n",
                         stateful(&commands, "\"a b\\\"c\"",
@@ -256,7 +257,7 @@ TEST(ImapBackend, PipelinedLoginQuotesWhatIsNotAnAtom) {
   EXPECT_EQ(commands.get().front(), "LOGIN alice \"a b\\\"c\"");
 }
 
-TEST(ImapBackend, PipelinedSelectRefusedIsNoMailbox) {
+TEST(ImapBackend, RefusedSelectIsNoMailbox) {
   Commands commands;
   FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n",
                         stateful(&commands, "secret", "$TAG NO [NONEXISTENT] no such folder\r\n",

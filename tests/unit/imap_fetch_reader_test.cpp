@@ -64,6 +64,15 @@ TEST(FetchReader, SingleBody) {
   EXPECT_EQ(r.left, "");
 }
 
+// '[' is an atom character; it opens a section only after BODY and the
+// like, so a keyword such as "a[b" in a flag update is no error.
+TEST(FetchReader, BracketInAKeywordIsAnAtomCharacter) {
+  const Read r = run("* 2 FETCH (FLAGS (\\Seen a[b $x[1))\r\n* 3 FETCH (UID 7 BODY[] " + lit("hi") +
+                     ")\r\n1 OK done\r\n");
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(uids(r.answer), std::vector<uint32_t>{7});
+}
+
 TEST(FetchReader, PartialBodyWithOrigin) {
   const Read r = run("* 3 FETCH (UID 7 BODY[]<100> " + lit("abc") + ")\r\n1 OK done\r\n");
   ASSERT_TRUE(r.ok) << r.error;

@@ -285,12 +285,9 @@ TEST(ImapRouter, BackendRefusesExpungeWithoutUidplus) {
     backend.shutdown();
     loop.run_until([] { return false; }, 20ms);
   }
-  // LOGIN, SELECT and FETCH went out together; asked again after them, then
-  // gave up: nothing was stored, moved or expunged.
+  // Asked again after login, then gave up before SELECT.
   EXPECT_EQ(commands.seen(),
-            (std::vector<std::string>{"LOGIN alice secret", "SELECT INBOX",
-                                      "UID FETCH 1:* (UID RFC822.SIZE FLAGS)", "CAPABILITY",
-                                      "LOGOUT"}));
+            (std::vector<std::string>{"LOGIN alice secret", "CAPABILITY", "LOGOUT"}));
 }
 
 }  // namespace

@@ -107,7 +107,7 @@ MailboxConfig policy(DeletePolicy on_delete) {
   return mailbox;
 }
 
-const std::string kFetchAll = "FETCH 1:* (UID RFC822.SIZE FLAGS)";
+const std::string kFetchAll = "UID FETCH 1:* (UID RFC822.SIZE FLAGS)";
 
 TEST(ImapPolicy, HideAddsTheKeyword) {
   Server server(kNone);
@@ -528,7 +528,9 @@ TEST(ImapPolicy, SnapshotSelectsTheSessionsFolder) {
   Snapshot snapshot;
   EXPECT_EQ(session.snapshot(&snapshot).error, UpstreamError::kNoMailbox);
   session.logout(1s);
-  EXPECT_EQ(server.commands(), (Commands{"SELECT \"Archive/2024\"", "LOGOUT"}));
+  // The snapshot's FETCH went out with the SELECT (and was refused too).
+  EXPECT_EQ(server.commands(), (Commands{"SELECT \"Archive/2024\"",
+                                         "UID FETCH 1:* (UID RFC822.SIZE FLAGS)", "LOGOUT"}));
 }
 
 TEST(ImapPolicy, ManyScatteredUidsGoInSeveralCommands) {

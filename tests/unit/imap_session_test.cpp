@@ -35,12 +35,14 @@ std::shared_ptr<const ImapSettings> settings_for(uint16_t port) {
   return std::make_shared<const ImapSettings>(settings);
 }
 
-// Answers LOGIN and SELECT (an empty folder) with OK, the rest with `more`.
+// Answers LOGIN, SELECT (an empty folder) and the snapshot's FETCH that
+// comes with it with OK, the rest with `more`.
 FakeImapServer::Answer logged_in(Commands* commands, FakeImapServer::Answer more) {
   return [commands, more](const std::string& tag, const std::string& command) -> std::string {
     commands->add(command);
     if (command.rfind("LOGIN ", 0) == 0) return "$TAG OK logged in\r\n";
     if (command.rfind("SELECT ", 0) == 0) return kSelectEmpty;
+    if (command == "UID FETCH 1:* (UID RFC822.SIZE FLAGS)") return "$TAG OK nothing\r\n";
     return more(tag, command);
   };
 }
@@ -57,7 +59,7 @@ struct Open {
 };
 
 std::string fetch_all_answer(const std::string& command) {
-  if (command != "FETCH 1:* (UID RFC822.SIZE FLAGS)") return "$TAG BAD unexpected\r\n";
+  if (command != "UID FETCH 1:* (UID RFC822.SIZE FLAGS)") return "$TAG BAD unexpected\r\n";
   return "* 1 FETCH (UID 10 RFC822.SIZE 100 FLAGS (\\Seen))\r\n"
          "* 3 FETCH (UID 30 RFC822.SIZE 300 FLAGS ($pop3DELETED))\r\n"
          "* 2 FETCH (UID 20 FLAGS ())\r\n"
@@ -261,7 +263,8 @@ TEST(ImapSession, RefusedSelectIsNoMailbox) {
   EXPECT_FALSE(session.broken());
 }
 
-TEST(ImapSession, EmptyFolderNeedsNoFetch) {
+// SELECT and the snapshot's FETCH go out together.
+TEST(ImapSession, EmptyFolderGivesAnEmptySnapshot) {
   Commands commands;
   FakeImapServer server(kGreeting, logged_in(&commands, [](auto&, auto&) {
                           return std::string("$TAG BAD unexpected\r\n");
@@ -275,7 +278,8 @@ TEST(ImapSession, EmptyFolderNeedsNoFetch) {
   EXPECT_TRUE(snapshot.messages.empty());
   session.logout(1s);
   EXPECT_EQ(commands.get(),
-            (std::vector<std::string>{"LOGIN alice secret", "SELECT INBOX", "LOGOUT"}));
+            (std::vector<std::string>{"LOGIN alice secret", "SELECT INBOX",
+                                      "UID FETCH 1:* (UID RFC822.SIZE FLAGS)", "LOGOUT"}));
 }
 
 TEST(ImapSession, FetchesAPartialBodyPeekAmongOtherResponses) {
@@ -410,11 +414,11 @@ TEST(ImapSession, FetchLeavesLibetpanInStep) {
   EXPECT_FALSE(open.session.broken());
   open.session.logout(1s);
   auto seen = commands.get();
-  ASSERT_EQ(seen.size(), 7u);
-  EXPECT_EQ(seen[2], "UID FETCH 7 BODY.PEEK[]<0.300000>");
-  EXPECT_EQ(seen[3], "UID STORE 7 +FLAGS.SILENT ($POP3Deleted)");
-  EXPECT_EQ(seen[4], "UID FETCH 8 BODY.PEEK[]<0.10>");
-  EXPECT_EQ(seen[6], "LOGOUT");
+  ASSERT_EQ(seen.size(), 8u);  // with the snapshot's UID FETCH 1:*
+  EXPECT_EQ(seen[3], "UID FETCH 7 BODY.PEEK[]<0.300000>");
+  EXPECT_EQ(seen[4], "UID STORE 7 +FLAGS.SILENT ($POP3Deleted)");
+  EXPECT_EQ(seen[5], "UID FETCH 8 BODY.PEEK[]<0.10>");
+  EXPECT_EQ(seen[7], "LOGOUT");
   std::lock_guard lock(mutex);
   // Every command its own tag, whichever side sent it.
   std::vector<std::string> sorted = tags;
@@ -448,6 +452,38 @@ TEST(ImapSession, BatchFetchWithAMessageExpungedMeanwhile) {
   EXPECT_EQ(chunks[2].uid, 9u);
   EXPECT_TRUE(chunks[2].status.ok()) << chunks[2].status.detail;
   EXPECT_EQ(chunks[2].data, "nine");
+  EXPECT_FALSE(open.session.broken());
+}
+
+// Under [EXPUNGEISSUED] an empty body is no body, and a single message is
+// gone whatever came: a short piece must not end the message early.
+TEST(ImapSession, EmptyBodyUnderExpungeIssuedIsGone) {
+  int round = 0;
+  Commands commands;
+  FakeImapServer server(kGreeting, logged_in(&commands, [&](auto&, auto&) -> std::string {
+                          switch (round++) {
+                            case 0:
+                              return "* 1 FETCH (UID 7 BODY[]<100> \"\")\r\n"
+                                     "$TAG OK [EXPUNGEISSUED] gone\r\n";
+                            case 1:
+                              return "* 1 FETCH (UID 7 BODY[]<100> {3}\r\nabc)\r\n"
+                                     "$TAG OK [EXPUNGEISSUED] gone\r\n";
+                            default:
+                              return "* 1 FETCH (UID 7 BODY[]<0> {3}\r\nabc)\r\n"
+                                     "* 2 FETCH (UID 8 BODY[]<0> \"\")\r\n"
+                                     "$TAG OK [EXPUNGEISSUED] gone\r\n";
+                          }
+                        }));
+  Open open(server);
+  std::string data;
+  EXPECT_EQ(open.session.fetch(7, 100, 10, &data).error, UpstreamError::kMessageGone);
+  EXPECT_EQ(open.session.fetch(7, 100, 10, &data).error, UpstreamError::kMessageGone);
+  std::vector<FetchedChunk> chunks;
+  open.session.fetch_bodies({7, 8}, 0, 10, &chunks);
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_TRUE(chunks[0].status.ok()) << chunks[0].status.detail;
+  EXPECT_EQ(chunks[0].data, "abc");
+  EXPECT_EQ(chunks[1].status.error, UpstreamError::kMessageGone);
   EXPECT_FALSE(open.session.broken());
 }
 
@@ -572,10 +608,10 @@ TEST(ImapSession, HideStoresTheKeywordOnACompactSet) {
   EXPECT_TRUE(open.session.hide(scattered).ok());
   open.session.logout(1s);
   auto seen = commands.get();
-  ASSERT_EQ(seen.size(), 7u);  // LOGIN, SELECT, 1 + 3 stores, LOGOUT
-  EXPECT_EQ(seen[2], "UID STORE 3:5,9 +FLAGS.SILENT ($POP3Deleted)");
-  EXPECT_EQ(seen[3].rfind("UID STORE 1,3,5,", 0), 0u);
-  EXPECT_EQ(seen[6], "LOGOUT");
+  ASSERT_EQ(seen.size(), 8u);  // LOGIN, SELECT, FETCH 1:*, 1 + 3 stores, LOGOUT
+  EXPECT_EQ(seen[3], "UID STORE 3:5,9 +FLAGS.SILENT ($POP3Deleted)");
+  EXPECT_EQ(seen[4].rfind("UID STORE 1,3,5,", 0), 0u);
+  EXPECT_EQ(seen[7], "LOGOUT");
 }
 
 TEST(ImapSession, RefusedStoreIsRefused) {

@@ -4,40 +4,12 @@
 #include "backends/memory/memory_backend.h"
 #include "proxy/pop3/sasl.h"
 #include "proxy/pop3/session.h"
+#include "session_fake_io.h"
 
 namespace popbridge {
 namespace {
 
-class FakeIo final : public SessionIo {
- public:
-  void send(std::string data) override {
-    if (accumulate) queued_bytes += data.size();  // a client that reads nothing
-    out += data;
-  }
-  size_t queued() const override { return queued_bytes; }
-  void set_reading(bool on) override { reading = on; }
-  void close() override { closed = true; }
-  void abort() override { aborted = true; }
-  void start_tls() override { tls_started = true; }
-  void before_login(std::function<void()> go) override {
-    ++login_attempts;
-    go();
-  }
-  void login_finished(bool ok, std::function<void()> then) override {
-    if (!ok) ++failed_logins;
-    then();
-  }
-
-  std::string out;
-  size_t queued_bytes = 0;
-  bool accumulate = false;
-  bool reading = true;
-  bool closed = false;
-  bool aborted = false;
-  bool tls_started = false;
-  int failed_logins = 0;
-  int login_attempts = 0;
-};
+using test_support::FakeIo;
 
 const std::string kMessage1 = "Subject: one\r\n\r\nHello\r\n.dot line\r\n.\r\nbye\r\n";
 const std::string kMessage2 = "Subject: two\r\nX: y\r\n\r\nline 1\r\nline 2\r\nline 3\r\n";

@@ -14,46 +14,12 @@
 
 #include "backends/memory/memory_backend.h"
 #include "proxy/pop3/session.h"
+#include "session_fake_io.h"
 
 namespace popbridge {
 namespace {
 
-class FakeIo final : public SessionIo {
- public:
-  void send(std::string data) override {
-    EXPECT_FALSE(closed || aborted) << "send() after close()/abort(): " << data.substr(0, 80);
-    EXPECT_FALSE(data.empty()) << "empty send()";
-    if (accumulate) queued_bytes += data.size();  // a client that reads nothing
-    out += data;
-  }
-  void send(std::vector<std::string> pieces) override {
-    ++gathered_sends;
-    gathered_pieces += pieces.size();
-    for (std::string& piece : pieces) send(std::move(piece));
-  }
-  size_t queued() const override { return queued_bytes; }
-  void set_reading(bool on) override { reading = on; }
-  void close() override {
-    EXPECT_FALSE(closed || aborted) << "close() twice or after abort()";
-    closed = true;
-  }
-  void abort() override {
-    EXPECT_FALSE(aborted) << "abort() twice";
-    aborted = true;
-  }
-  void start_tls() override {}
-  void before_login(std::function<void()> go) override { go(); }
-  void login_finished(bool, std::function<void()> then) override { then(); }
-
-  std::string out;
-  size_t queued_bytes = 0;
-  bool accumulate = false;
-  bool reading = true;
-  bool closed = false;
-  bool aborted = false;
-  size_t gathered_sends = 0;
-  size_t gathered_pieces = 0;
-};
+using test_support::FakeIo;
 
 // What RETR must send for `raw`, written independently of MessageEncoder
 // (writer.h's rules): CR before a bare LF, a dot doubled at each line start
@@ -92,6 +58,8 @@ std::string top_reply(const std::string& raw, size_t lines) {
 const std::string kSysTemp = "-ERR [SYS/TEMP] Mail server unavailable, try again later.\r\n";
 const std::string kGone = "-ERR Message no longer exists.\r\n";
 
+std::vector<std::string> small_messages(size_t count);  // below
+
 class PrefetchTest : public testing::Test {
  protected:
   // A mailbox of `messages` (UIDs 10, 20, 30, ...) for user "carol".
@@ -119,6 +87,18 @@ class PrefetchTest : public testing::Test {
     target.out.clear();
     return made;
   }
+  // Messages 1-3 (1 longer than one chunk) and "RETR 1-3" pipelined: the
+  // first chunk of 1 is asked for alone, 2 and 3 in a batch behind it.
+  std::unique_ptr<Pop3Session> three_retrs_with_a_long_first(FakeIo& io) {
+    std::vector<std::string> messages = small_messages(3);
+    while (messages[0].size() < 3500) messages[0] += "padding padding padding padding\r\n";
+    set_messages(messages);
+    auto session = make_session(io);
+    login(*session, io);
+    session->on_input("RETR 1\r\nRETR 2\r\nRETR 3\r\n");
+    return session;
+  }
+
 
   void run_all() {
     while (backend.run_pending() > 0) {
@@ -503,13 +483,8 @@ TEST_F(PrefetchTest, BatchUnavailableBeforeTheReplyIsSysTemp) {
 TEST_F(PrefetchTest, BatchUnavailableWhileAMessageIsGoingOut) {
   // The batch for 2-3 fails while message 1 is half sent; the upstream
   // then answers again (fail once): message 1 completes, 2-3 are -ERR.
-  std::vector<std::string> messages = small_messages(3);
-  while (messages[0].size() < 3500) messages[0] += "padding padding padding padding\r\n";
-  set_messages(messages);
   FakeIo io;
-  auto session = make_session(io);
-  login(*session, io);
-  session->on_input("RETR 1\r\nRETR 2\r\nRETR 3\r\n");
+  auto session = three_retrs_with_a_long_first(io);
   ASSERT_TRUE(
       backend.run_one());  // the first chunk of message 1; its next one is queued behind the batch
   ASSERT_EQ(io.out.rfind("+OK ", 0), 0u);
@@ -522,13 +497,8 @@ TEST_F(PrefetchTest, BatchUnavailableWhileAMessageIsGoingOut) {
 TEST_F(PrefetchTest, UpstreamLostWhileAMessageIsGoingOutAborts) {
   // The connection is gone for good: the batch fails, then so does the
   // next chunk of the message whose +OK is out. No "." may end it.
-  std::vector<std::string> messages = small_messages(3);
-  while (messages[0].size() < 3500) messages[0] += "padding padding padding padding\r\n";
-  set_messages(messages);
   FakeIo io;
-  auto session = make_session(io);
-  login(*session, io);
-  session->on_input("RETR 1\r\nRETR 2\r\nRETR 3\r\n");
+  auto session = three_retrs_with_a_long_first(io);
   ASSERT_TRUE(backend.run_one());
   const std::string partial = io.out;
   ASSERT_EQ(partial.rfind("+OK ", 0), 0u);

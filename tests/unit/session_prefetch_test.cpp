@@ -99,7 +99,6 @@ class PrefetchTest : public testing::Test {
     return session;
   }
 
-
   void run_all() {
     while (backend.run_pending() > 0) {
     }

@@ -67,6 +67,22 @@ void connect_to(Connected* out, uint16_t port, const std::string& host = "127.0.
   out->stream = UpstreamStream::of(out->low);
 }
 
+// A handshake with a server presenting `identity`, verified against
+// `ca_file` (empty: the system's store) for `host`, must fail verification.
+// Returns why.
+std::string verification_failure(const Identity& identity, const std::string& ca_file,
+                                 const std::string& host) {
+  ScriptedServer server = greeting_server(identity);
+  EXPECT_TRUE(server.ok());
+  Connected c;
+  connect_to(&c, server.port());
+  if (c.stream == nullptr) return "";
+  auto tls = client_tls(true, ca_file);
+  EXPECT_FALSE(c.stream->start_tls(*tls, host, 2s));
+  EXPECT_TRUE(c.stream->verification_failed());
+  return c.stream->failure();
+}
+
 std::string read_line(mailstream_low* low) {
   std::string line;
   char c;
@@ -134,52 +150,24 @@ TEST(ImapTlsStream, WrongHostNameFailsNamingIt) {
 }
 
 TEST(ImapTlsStream, WrongIpAddressFails) {
-  ScriptedServer server = greeting_server(pki().wrong_name());
-  ASSERT_TRUE(server.ok());
-  Connected c;
-  ASSERT_NO_FATAL_FAILURE(connect_to(&c, server.port()));
-  auto tls = client_tls(true, pki().ca_file());
-  EXPECT_FALSE(c.stream->start_tls(*tls, "127.0.0.1", 2s));
-  EXPECT_TRUE(c.stream->verification_failed());
-  EXPECT_NE(c.stream->failure().find("IP address mismatch"), std::string::npos)
-      << c.stream->failure();
+  const std::string why = verification_failure(pki().wrong_name(), pki().ca_file(), "127.0.0.1");
+  EXPECT_NE(why.find("IP address mismatch"), std::string::npos) << why;
 }
 
 TEST(ImapTlsStream, UnknownCaFails) {
-  ScriptedServer server = greeting_server(pki().unknown_ca());
-  ASSERT_TRUE(server.ok());
-  Connected c;
-  ASSERT_NO_FATAL_FAILURE(connect_to(&c, server.port()));
-  auto tls = client_tls(true, pki().ca_file());
-  EXPECT_FALSE(c.stream->start_tls(*tls, "localhost", 2s));
-  EXPECT_TRUE(c.stream->verification_failed());
-  const std::string& why = c.stream->failure();
+  const std::string why = verification_failure(pki().unknown_ca(), pki().ca_file(), "localhost");
   EXPECT_NE(why.find("unable to get local issuer certificate"), std::string::npos) << why;
   EXPECT_NE(why.find("issued by CN=unknown test CA"), std::string::npos) << why;
 }
 
 TEST(ImapTlsStream, OurCaIsNotInTheSystemStore) {
-  ScriptedServer server = greeting_server(pki().good());
-  ASSERT_TRUE(server.ok());
-  Connected c;
-  ASSERT_NO_FATAL_FAILURE(connect_to(&c, server.port()));
-  auto tls = client_tls(true, "");  // the system's store
-  EXPECT_FALSE(c.stream->start_tls(*tls, "localhost", 2s));
-  EXPECT_TRUE(c.stream->verification_failed());
-  EXPECT_NE(c.stream->failure().find("unable to get local issuer certificate"), std::string::npos)
-      << c.stream->failure();
+  const std::string why = verification_failure(pki().good(), "", "localhost");
+  EXPECT_NE(why.find("unable to get local issuer certificate"), std::string::npos) << why;
 }
 
 TEST(ImapTlsStream, ExpiredCertificateFails) {
-  ScriptedServer server = greeting_server(pki().expired());
-  ASSERT_TRUE(server.ok());
-  Connected c;
-  ASSERT_NO_FATAL_FAILURE(connect_to(&c, server.port()));
-  auto tls = client_tls(true, pki().ca_file());
-  EXPECT_FALSE(c.stream->start_tls(*tls, "localhost", 2s));
-  EXPECT_TRUE(c.stream->verification_failed());
-  EXPECT_NE(c.stream->failure().find("certificate has expired"), std::string::npos)
-      << c.stream->failure();
+  const std::string why = verification_failure(pki().expired(), pki().ca_file(), "localhost");
+  EXPECT_NE(why.find("certificate has expired"), std::string::npos) << why;
 }
 
 TEST(ImapTlsStream, VerifyFalseAcceptsAnything) {

@@ -100,6 +100,13 @@ std::string plain_answers(const std::string& command) {
   return "";
 }
 
+// Answers STARTTLS with `reply`, the rest as plain_answers() does.
+auto starttls_answer(std::string reply) {
+  return [reply = std::move(reply)](const std::string& command) -> std::string {
+    return command == "STARTTLS" ? reply : plain_answers(command);
+  };
+}
+
 std::shared_ptr<const ImapSettings> settings_for(TlsMode tls, std::vector<HostPort> hosts,
                                                  bool verify = true) {
   UpstreamConfig upstream;
@@ -190,10 +197,7 @@ TEST(ImapTlsSession, StartTlsNotAdvertisedNeverFallsBackToPlaintext) {
 
 TEST(ImapTlsSession, StartTlsRefusedIsUnavailable) {
   TlsImapServer server(Mode::kStartTls, pki().good(), kStartTlsGreeting,
-                       [](const std::string& command) -> std::string {
-                         if (command == "STARTTLS") return "$TAG NO [UNAVAILABLE] not now\r\n";
-                         return plain_answers(command);
-                       });
+                       starttls_answer("$TAG NO [UNAVAILABLE] not now\r\n"));
   ASSERT_TRUE(server.ok());
   ImapSession session(settings_for(TlsMode::kStartTls, {{"localhost", server.port()}}), 1);
   Status status = session.connect();
@@ -206,11 +210,7 @@ TEST(ImapTlsSession, StartTlsRefusedIsUnavailable) {
 
 TEST(ImapTlsSession, DataAfterTheStartTlsOkIsRefused) {
   TlsImapServer server(Mode::kPlain, pki().good(), kStartTlsGreeting,
-                       [](const std::string& command) -> std::string {
-                         if (command == "STARTTLS")
-                           return "$TAG OK begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n";
-                         return plain_answers(command);
-                       });
+                       starttls_answer("$TAG OK begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n"));
   ASSERT_TRUE(server.ok());
   ImapSession session(settings_for(TlsMode::kStartTls, {{"localhost", server.port()}}), 1);
   Status status = session.connect();
@@ -221,10 +221,7 @@ TEST(ImapTlsSession, DataAfterTheStartTlsOkIsRefused) {
 
 TEST(ImapTlsSession, StartTlsWithABadCertificateFailsSayingWhy) {
   TlsImapServer server(Mode::kStartTls, pki().wrong_name(), kStartTlsGreeting,
-                       [](const std::string& command) -> std::string {
-                         if (command == "STARTTLS") return "$TAG OK begin TLS\r\n";
-                         return plain_answers(command);
-                       });
+                       starttls_answer("$TAG OK begin TLS\r\n"));
   ASSERT_TRUE(server.ok());
   ImapSession session(settings_for(TlsMode::kStartTls, {{"localhost", server.port()}}), 1);
   Status status = session.connect();

@@ -148,6 +148,19 @@ class TlsTestCase(Pop3TestCase):
         self.assertEqual(c.cmd("STLS"), STLS_OK)
         return self.wrap(c, ctx)
 
+    def upgrade_and_use(self, c):
+        """STLS on c: afterwards CAPA offers USER and SASL but no STLS, and
+        a login, STAT and QUIT work."""
+        self.assertEqual(c.cmd("STLS"), STLS_OK)
+        self.wrap(c)
+        caps = self.capa(c)
+        self.assertNotIn("STLS", caps)
+        self.assertIn("USER", caps)
+        self.assertIn("SASL PLAIN", caps)
+        self.assertLogin(c)
+        self.assertOk(c.cmd("STAT"))
+        self.assertOk(c.quit())
+
     def capa(self, c):
         status, body = c.multi("CAPA")
         return [line for line in body.decode("ascii").split("\r\n") if line]
@@ -206,15 +219,7 @@ class StlsTest(TlsTestCase):
         # Loopback may log in without TLS, so USER and SASL are offered too.
         for cap in ("STLS", "USER", "SASL PLAIN"):
             self.assertIn(cap, before)
-        self.assertEqual(c.cmd("STLS"), STLS_OK)
-        self.wrap(c)
-        after = self.capa(c)
-        self.assertNotIn("STLS", after)
-        self.assertIn("USER", after)
-        self.assertIn("SASL PLAIN", after)
-        self.assertLogin(c)
-        self.assertOk(c.cmd("STAT"))
-        self.assertOk(c.quit())
+        self.upgrade_and_use(c)
 
     def test_capa_over_implicit_tls_has_no_stls(self):
         c = self.implicit()
@@ -331,15 +336,7 @@ class PlaintextAuthTest(TlsTestCase):
         self.assertNotIn("USER", caps)
         self.assertNotIn("SASL PLAIN", caps)
         self.assertEqual(c.cmd("USER " + self.user), PLAINTEXT_REFUSED)
-        self.assertEqual(c.cmd("STLS"), STLS_OK)
-        self.wrap(c)
-        caps = self.capa(c)
-        self.assertNotIn("STLS", caps)
-        self.assertIn("USER", caps)
-        self.assertIn("SASL PLAIN", caps)
-        self.assertLogin(c)
-        self.assertOk(c.cmd("STAT"))
-        self.assertOk(c.quit())
+        self.upgrade_and_use(c)
         # popbridge really saw the address from the PROXY header.
         self.wait_for_log(self.popbridge, "client=192.0.2.7:5555 user=%s" % self.user, start)
 

@@ -87,26 +87,4 @@ SnapshotScan scan_snapshot(clist* fetch_list, const std::string& hide_keyword) {
   return scan;
 }
 
-bool find_body(clist* fetch_list, uint32_t uid, std::string* data) {
-  for (clistiter* it = clist_begin(fetch_list); it != nullptr; it = clist_next(it)) {
-    auto* message = static_cast<mailimap_msg_att*>(clist_content(it));
-    uint32_t message_uid = 0;
-    const mailimap_msg_att_body_section* body = nullptr;
-    for_each_static(message, [&](const mailimap_msg_att_static* att) {
-      if (att->att_type == MAILIMAP_MSG_ATT_UID) {
-        message_uid = att->att_data.att_uid;
-      } else if (att->att_type == MAILIMAP_MSG_ATT_BODY_SECTION) {
-        body = att->att_data.att_body_section;
-      }
-    });
-    // NIL (sec_body_part == nullptr) is no body at all: Dovecot's answer
-    // for a message expunged meanwhile. Past the end comes as "" or {0}.
-    if (message_uid == uid && body != nullptr && body->sec_body_part != nullptr) {
-      data->assign(body->sec_body_part, body->sec_length);
-      return true;
-    }
-  }
-  return false;
-}
-
 }  // namespace popbridge::imap

@@ -24,10 +24,4 @@ struct SnapshotScan {
 // number. Keywords compare case-insensitively (RFC 3501).
 SnapshotScan scan_snapshot(clist* fetch_list, const std::string& hide_keyword);
 
-// The body of `uid` in the answer to UID FETCH uid BODY.PEEK[]<...>; false
-// when no response carried both that UID and a body (other responses, such
-// as flag changes made by other clients, may come along) or the body was
-// NIL (how Dovecot answers for a message expunged meanwhile).
-bool find_body(clist* fetch_list, uint32_t uid, std::string* data);
-
 }  // namespace popbridge::imap

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs everything a fresh Debian 12 needs to build popbridge and run all
-# of its tests: compiler and libraries, Dovecot (the IMAP upstream and the
-# POP3 reference the integration tests start privately), the real POP3
-# clients the tests drive (curl, fetchmail, mpop), HAProxy (the PROXY
-# protocol tests put it in front of popbridge), and clang with libFuzzer
-# (scripts/fuzz.sh).
+# Installs everything a fresh Debian 12 needs to build popbridge, run the
+# demo and run all of its tests: compiler and libraries (GoogleTest and
+# GoogleMock for the unit tests, zlib for the benchmark's load generator),
+# Dovecot (the IMAP upstream and the POP3 reference the integration tests
+# start privately), the real POP3 clients the tests drive (curl, fetchmail,
+# mpop, and Node.js with npm for the npm package node-pop3), HAProxy (the
+# PROXY protocol tests put it in front of popbridge), and clang with
+# libFuzzer (scripts/fuzz.sh).
 #
 # Idempotent: when every package is already installed it does nothing.
 # Set POPBRIDGE_FORCE_APT=1 to run apt-get anyway.
@@ -12,12 +14,24 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config
-  libuv1-dev libssl-dev libetpan-dev libtomlplusplus-dev libgtest-dev libsasl2-modules
+  libuv1-dev libssl-dev libetpan-dev libtomlplusplus-dev libsasl2-modules zlib1g-dev
+  libgtest-dev libgmock-dev
   dovecot-imapd dovecot-pop3d
   python3 curl fetchmail mpop haproxy
   openssl ca-certificates procps
   clang libclang-rt-14-dev
 )
+
+# Node.js and npm: Debian's (nodejs 18), unless a working node and npm are
+# already on PATH. A Node.js from elsewhere (e.g. NodeSource's) bundles its
+# own npm and conflicts with Debian's npm package, which then cannot be
+# installed; any working pair will do.
+if node --version >/dev/null 2>&1 && npm --version >/dev/null 2>&1; then
+  node_note=" (node $(node --version) and npm from PATH)"
+else
+  PACKAGES+=(nodejs npm)
+  node_note=
+fi
 
 if [ "$(id -u)" -eq 0 ]; then
   SUDO=()
@@ -35,7 +49,7 @@ for pkg in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ] && [ -z "${POPBRIDGE_FORCE_APT:-}" ]; then
-  echo "install-deps.sh: all ${#PACKAGES[@]} packages already installed"
+  echo "install-deps.sh: all ${#PACKAGES[@]} packages already installed$node_note"
   exit 0
 fi
 echo "install-deps.sh: installing ${missing[*]:-${PACKAGES[*]}}"

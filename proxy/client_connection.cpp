@@ -312,11 +312,9 @@ void ClientConnection::send(std::vector<std::string> pieces) {
   if (handles_closing_ || lingering_) return;
   if (!tls_) return write_raw(std::move(pieces));
   std::string wire;
-  for (const std::string& piece : pieces) {
-    if (tls_->send(piece, wire) != TlsStream::Result::kOk) {
-      log::info("pop3 ", client_, ": ", tls_->error());
-      return close_handles();
-    }
+  if (tls_->send(pieces, wire) != TlsStream::Result::kOk) {
+    log::info("pop3 ", client_, ": ", tls_->error());
+    return close_handles();
   }
   write_raw(std::move(wire));
 }

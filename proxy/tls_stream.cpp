@@ -153,6 +153,13 @@ TlsStream::Result TlsStream::send(std::string_view plain, std::string& wire) {
   return Result::kOk;
 }
 
+TlsStream::Result TlsStream::send(std::span<const std::string> pieces, std::string& wire) {
+  for (const std::string& piece : pieces) {
+    if (send(piece, wire) != Result::kOk) return Result::kError;
+  }
+  return Result::kOk;
+}
+
 void TlsStream::close_notify(std::string& wire) {
   if (!established_) return;
   SSL_shutdown(ssl_);  // 0: our alert is out, we do not wait for the peer's

@@ -7,6 +7,7 @@
 #include <openssl/ssl.h>
 
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -45,6 +46,8 @@ class TlsStream {
   // Encrypts `plain` into `wire`. Before the handshake completes the data is
   // held back and released by receive().
   Result send(std::string_view plain, std::string& wire);
+  // The same for the pieces of one flush, in order.
+  Result send(std::span<const std::string> pieces, std::string& wire);
 
   // Appends a close_notify alert to `wire`: the peer can tell a complete
   // session from a truncated one.

@@ -7,7 +7,10 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "common/secret.h"
 
 namespace popbridge {
 
@@ -29,8 +32,20 @@ struct Status {
 
 struct Credentials {
   std::string user;
-  std::string password;
+  SecretString password;  // zeroed wherever a copy of it ends
 };
+
+// Whether `text` holds a control character (0x00-0x1F or 0x7F). A login
+// name with one is refused before it reaches any backend: CR or LF would
+// end an upstream command early and let the rest run as a command of its
+// own, and no real mailbox or user name has one.
+inline bool has_control_character(std::string_view text) {
+  for (char c : text) {
+    const auto octet = static_cast<unsigned char>(c);
+    if (octet < 0x20 || octet == 0x7f) return true;
+  }
+  return false;
+}
 
 // One message as the session sees it at login.
 struct MessageEntry {

@@ -219,12 +219,16 @@ Status ImapSession::check_extensions() {
 Status ImapSession::snapshot(Snapshot* snapshot) {
   if (broken_ || imap_ == nullptr) return {UpstreamError::kUnavailable, "SELECT: not connected"};
   const MailboxConfig& mailbox = settings_->mailbox;
-  // (A folder name that is not plain 7-bit goes through libetpan, which
-  // sends it as a literal where needed.)
-  const bool plain_name = std::none_of(folder_.begin(), folder_.end(), [](char c) {
-    return c == '\r' || c == '\n' || c == '\0' || static_cast<unsigned char>(c) >= 0x80;
+  // Both we and libetpan send the folder as an atom or a quoted string,
+  // which only printable 7-bit text can be (route_login and the config
+  // loader make sure of that; this is the last line of defence).
+  const bool printable = std::all_of(folder_.begin(), folder_.end(), [](char c) {
+    return c >= 0x20 && c < 0x7f;
   });
-  if (mailbox.visible == Visible::kAll && mailbox.max_messages == 0 && plain_name) {
+  if (!printable) {
+    return {UpstreamError::kNoMailbox, "folder name is not printable 7-bit text; not sent upstream"};
+  }
+  if (mailbox.visible == Visible::kAll && mailbox.max_messages == 0) {
     return select_and_fetch_all(snapshot);
   }
   snapshot->messages.clear();

@@ -51,8 +51,8 @@ bool has_8bit(const std::string& text) {
 
 // libetpan sends credentials as quoted strings without escaping CR or LF:
 // such bytes would end the command and let the rest run as a new one.
-bool has_line_break_or_nul(const std::string& text) {
-  return text.find_first_of(std::string("\r\n\0", 3)) != std::string::npos;
+bool has_line_break_or_nul(std::string_view text) {
+  return text.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
 }
 
 // An IMAP astring as libetpan sends it: an atom when it is a plain word,
@@ -370,8 +370,9 @@ Status ImapSession::request_capabilities() {
 }
 
 Status ImapSession::check_credentials(const Credentials& credentials) {
-  if (has_line_break_or_nul(credentials.user) || has_line_break_or_nul(credentials.password)) {
-    return {UpstreamError::kAuthFailed, "credentials contain CR, LF or NUL; not sent upstream"};
+  if (has_control_character(credentials.user) || has_line_break_or_nul(credentials.password)) {
+    return {UpstreamError::kAuthFailed,
+            "user name with a control character or password with CR, LF or NUL; not sent upstream"};
   }
   return {};
 }

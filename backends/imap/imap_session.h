@@ -49,8 +49,9 @@ class ImapSession {
   ImapSession(const ImapSession&) = delete;
   ImapSession& operator=(const ImapSession&) = delete;
 
-  // Credentials that cannot be sent safely (CR, LF or NUL would end the
-  // LOGIN command early) fail with kAuthFailed before any connection.
+  // Credentials that cannot be sent safely fail with kAuthFailed before any
+  // connection: a user name with a control character, a password with CR,
+  // LF or NUL (either would end the LOGIN command early).
   static Status check_credentials(const Credentials& credentials);
 
   // TCP connect, TLS (implicit, or STARTTLS after the greeting),

@@ -97,6 +97,7 @@ std::string encode_modified_utf7(const std::vector<uint32_t>& codes) {
 }  // namespace
 
 std::optional<std::string> imap_folder_name(const std::string& name) {
+  if (has_control_character(name)) return std::nullopt;
   if (!has_8bit(name)) return name;
   std::vector<uint32_t> codes;
   if (!decode_utf8(name, &codes)) return std::nullopt;
@@ -132,6 +133,10 @@ Route route_login(const std::vector<UpstreamConfig>& upstreams, const MailboxCon
     route.status = {UpstreamError::kAuthFailed, "empty user name"};
     return route;
   }
+  if (has_control_character(name)) {
+    route.status = {UpstreamError::kAuthFailed, "user name holds a control character"};
+    return route;
+  }
 
   const size_t at = name.rfind('@');
   const std::string domain = at == std::string::npos ? "" : lower_ascii(name.substr(at + 1));
@@ -165,7 +170,8 @@ Route route_login(const std::vector<UpstreamConfig>& upstreams, const MailboxCon
   }
   std::optional<std::string> wire = imap_folder_name(folder ? *folder : upstream.folder);
   if (!wire) {
-    route.status = {UpstreamError::kNoMailbox, "folder name is not valid UTF-8"};
+    route.status = {UpstreamError::kNoMailbox,
+                    "folder name is not valid UTF-8 or holds a control character"};
     return route;
   }
   route.folder = *wire;

@@ -30,13 +30,15 @@ struct Route {
 //     upstream without `domains`; else kAuthFailed.
 //  3. username = "local" sends the user without "@domain".
 // Folder names with 8-bit bytes (UTF-8) are encoded in IMAP's modified
-// UTF-7 (RFC 3501 5.1.3); ASCII names go as written. Invalid UTF-8 is
-// kNoMailbox.
+// UTF-7 (RFC 3501 5.1.3); ASCII names go as written. Invalid UTF-8, or a
+// control character anywhere in the name (user or folder), is refused
+// before any connection.
 Route route_login(const std::vector<UpstreamConfig>& upstreams, const MailboxConfig& mailbox,
                   const std::string& user);
 
-// A folder name for the wire: ASCII unchanged, UTF-8 in modified UTF-7;
-// nullopt for invalid UTF-8.
+// A folder name for the wire: printable ASCII unchanged, UTF-8 in modified
+// UTF-7; nullopt for invalid UTF-8 or a control character. What it returns
+// is printable 7-bit text, safe inside a quoted string.
 std::optional<std::string> imap_folder_name(const std::string& name);
 
 // The folder part of a Mailbox key: INBOX is case-insensitive (RFC 3501),

@@ -95,6 +95,8 @@ std::vector<std::string_view> LineParser::peek_lines(size_t max) const {
   return lines;
 }
 
+void LineParser::wipe_consumed() { explicit_bzero(buf_.data(), pos_); }
+
 LineParser::Event LineParser::next() {
   if (!too_long_at_.empty() && too_long_at_.front() == base_ + pos_) {
     too_long_at_.pop_front();

@@ -53,6 +53,10 @@ class LineParser {
   // pending kTooLong events (after STLS no plaintext may survive the handshake).
   void discard();
 
+  // Zeroes the octets of every line already returned by next() (views of
+  // them die): for lines that held a password.
+  void wipe_consumed();
+
   // Memory held, so the caller can stop reading from the socket when large:
   // the octets buffered, plus 8 for each kTooLong not yet returned (else a
   // client sending only over-long lines would never meet the caller's limit).

@@ -62,7 +62,7 @@ std::string encode_base64(std::string_view data) {
 }
 
 std::optional<PlainCredentials> decode_sasl_plain(std::string_view base64) {
-  auto decoded = decode_base64(base64);
+  const std::optional<SecretString> decoded = decode_base64(base64);
   if (!decoded) return std::nullopt;
   const std::string_view message = *decoded;
   const size_t first = message.find('\0');
@@ -73,7 +73,7 @@ std::optional<PlainCredentials> decode_sasl_plain(std::string_view base64) {
 
   const std::string_view authzid = message.substr(0, first);
   PlainCredentials credentials{std::string(message.substr(first + 1, second - first - 1)),
-                               std::string(message.substr(second + 1))};
+                               SecretString(message.substr(second + 1))};
   if (credentials.user.empty()) return std::nullopt;
   if (!authzid.empty() && authzid != credentials.user) return std::nullopt;
   return credentials;

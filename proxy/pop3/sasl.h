@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/secret.h"
+
 namespace popbridge::pop3 {
 
 // Strict base64 (RFC 4648, padding required, no whitespace). nullopt on bad input.
@@ -13,7 +15,7 @@ std::string encode_base64(std::string_view data);
 
 struct PlainCredentials {
   std::string user;
-  std::string password;
+  SecretString password;
 };
 
 // Decodes a PLAIN response "authzid NUL authcid NUL passwd" from base64.

@@ -239,7 +239,9 @@ void Pop3Session::cmd_user(const pop3::Command&, std::string_view rest) {
 void Pop3Session::cmd_pass(const pop3::Command&, std::string_view rest) {
   if (!auth_allowed()) return;
   if (user_.empty()) return reply("-ERR No user name given.");
-  login(std::exchange(user_, {}), std::string(rest));
+  SecretString password(rest);
+  parser_.wipe_consumed();  // the line's copy of the password (`rest` with it)
+  login(std::exchange(user_, {}), std::move(password));
 }
 
 void Pop3Session::cmd_auth(const pop3::Command& command, std::string_view) {
@@ -263,14 +265,20 @@ void Pop3Session::cmd_auth(const pop3::Command& command, std::string_view) {
 void Pop3Session::finish_sasl(std::string_view response) {
   if (response == "*") return reply("-ERR Authentication aborted.");
   auto credentials = pop3::decode_sasl_plain(response);
+  parser_.wipe_consumed();  // the response's copy of the password (`response` with it)
   if (!credentials) return reply("-ERR [AUTH] Invalid AUTH PLAIN response.");
   login(std::move(credentials->user), std::move(credentials->password));
 }
 
-void Pop3Session::login(std::string user, std::string password) {
+void Pop3Session::login(std::string user, SecretString password) {
   busy_ = true;
   log::debug("pop3 ", options_.peer, ": login attempt user=", user);
   stats_.user = user;
+  if (has_control_character(user)) {
+    // Refused here, before routing: no backend ever sees such a name. It
+    // counts as a failed login (the same reply, the same delay).
+    return on_login({UpstreamError::kAuthFailed, "user name holds a control character"}, nullptr, {});
+  }
   io_.before_login(guarded([this, credentials = Credentials{std::move(user), std::move(password)}] {
     if (state_ == State::kClosed) return;
     const auto started = std::chrono::steady_clock::now();
@@ -361,6 +369,7 @@ void Pop3Session::cmd_stat(const pop3::Command&, std::string_view) {
 }
 
 void Pop3Session::cmd_list(const pop3::Command& command, std::string_view) {
+  if (command.args.size() > 1) return bad_command("-ERR Noise after message number.");
   if (!command.args.empty()) {
     const auto index = message_arg(command.args[0]);
     if (!index) return;
@@ -414,6 +423,7 @@ std::string Pop3Session::uidl_of(uint32_t index) const {
 }
 
 void Pop3Session::cmd_uidl(const pop3::Command& command, std::string_view) {
+  if (command.args.size() > 1) return bad_command("-ERR Noise after message number.");
   if (!command.args.empty()) {
     const auto index = message_arg(command.args[0]);
     if (!index) return;
@@ -486,6 +496,10 @@ void Pop3Session::cmd_quit(const pop3::Command&, std::string_view) {
 
 void Pop3Session::on_commit(Status status) {
   busy_ = false;
+  // The session is over for the client the moment it reads the reply: a
+  // new login must find the mailbox free then, not after the upstream
+  // LOGOUT that follows.
+  lock_.release();
   if (status.ok()) {
     if (options_.metrics) options_.metrics->messages_deleted += stats_.deleted;
     reply(stats_.deleted ? "+OK Logging out, messages deleted." : "+OK Logging out.");

@@ -126,7 +126,7 @@ class Pop3Session {
 
   // Login
   void finish_sasl(std::string_view response);
-  void login(std::string user, std::string password);
+  void login(std::string user, SecretString password);
   void on_login(Status status, std::unique_ptr<Mailbox> mailbox, Snapshot snapshot);
 
   // Messages

@@ -62,6 +62,19 @@ TEST(LineParser, Crlf) {
   expect_events("USER bob\r\n", {L("USER bob")});
 }
 
+TEST(LineParser, WipeConsumedZeroesTheLinesAlreadyReturned) {
+  LineParser parser;
+  parser.feed("PASS secret\r\nNOOP\r\nPA");
+  const LineParser::Event pass = parser.next();
+  ASSERT_EQ(pass.kind, LineParser::Kind::kLine);
+  const std::string_view seen = pass.line;  // still points into the buffer
+  parser.wipe_consumed();
+  EXPECT_EQ(seen, std::string(seen.size(), '\0'));
+  EXPECT_EQ(parser.next().line, "NOOP");   // what follows is intact
+  parser.feed("SS x\r\n");
+  EXPECT_EQ(parser.next().line, "PASS x");
+}
+
 TEST(LineParser, BareLf) {
   expect_events("USER bob\n", {L("USER bob")});
 }

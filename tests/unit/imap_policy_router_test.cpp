@@ -100,6 +100,20 @@ TEST(ImapRouter, FolderSuffix) {
   EXPECT_EQ(route.folder, "INBOX");
 }
 
+TEST(ImapRouter, ControlCharactersInTheUserOrTheFolderAreRefused) {
+  MailboxConfig mailbox;
+  mailbox.folder_separator = "#";
+  for (const char* user : {"carol#INBOX\r\nX1 DELETE INBOX", "carol#IN\tBOX", "carol#\x7f",
+                           "carol#Entw\xc3\xbcrfe\n"}) {
+    EXPECT_EQ(route_login(kTwo, mailbox, user).status.error, UpstreamError::kNoMailbox) << user;
+  }
+  for (const char* user : {"car\rol#INBOX", "carol\x01", "carol\n@b.example"}) {
+    EXPECT_EQ(route_login(kTwo, mailbox, user).status.error, UpstreamError::kAuthFailed) << user;
+  }
+  EXPECT_EQ(imap_folder_name("A\x1b[0m"), std::nullopt);
+  EXPECT_EQ(imap_folder_name(std::string("A\0B", 3)), std::nullopt);
+}
+
 TEST(ImapRouter, Utf8FolderNamesGoInModifiedUtf7) {
   EXPECT_EQ(imap_folder_name("Entwürfe"), "Entw&APw-rfe");
   EXPECT_EQ(imap_folder_name("台北"), "&U,BTFw-");             // RFC 3501's example

@@ -485,6 +485,70 @@ TEST_F(SessionTest, BigMessagesAreFetchedInGrowingPieces) {
   EXPECT_TRUE(std::equal(expected.begin(), expected.end(), backend.fetch_lengths().begin()));
 }
 
+TEST_F(SessionTest, ExtraArgumentsAreRefusedLikeDovecot) {
+  login();
+  EXPECT_EQ(exchange("LIST 1 2 3\r\n"), "-ERR Noise after message number.\r\n");
+  EXPECT_EQ(exchange("UIDL 1 2\r\n"), "-ERR Noise after message number.\r\n");
+  EXPECT_EQ(exchange("RETR 1 2\r\n"), "-ERR Usage: RETR <message>\r\n");
+  EXPECT_EQ(exchange("DELE 1 2\r\n"), "-ERR Usage: DELE <message>\r\n");
+  EXPECT_EQ(exchange("TOP 1 2 3\r\n"), "-ERR Usage: TOP <message> <lines>\r\n");
+  EXPECT_EQ(exchange("LIST 1\r\nUIDL 1\r\n"),
+            "+OK 1 " + std::to_string(kMessage1.size()) + "\r\n+OK 1 000000045f00ab12\r\n");
+}
+
+TEST_F(SessionTest, QuitFreesTheMailboxBeforeItsReply) {
+  login();
+  EXPECT_EQ(exchange("DELE 1\r\n"), "+OK Marked to be deleted.\r\n");
+  // The connection still holds the session while the reply is written:
+  // a client that logs in again the moment it reads it must get in.
+  EXPECT_EQ(exchange("QUIT\r\n"), "+OK Logging out, messages deleted.\r\n");
+  FakeIo io2;
+  auto second = make_session(io2);
+  EXPECT_EQ(exchange("USER alice\r\nPASS secret\r\n", second.get(), &io2),
+            "+OK\r\n+OK Logged in.\r\n");
+  // A failed commit ends the session too.
+  FakeIo io3;
+  auto third = make_session(io3);
+  backend.fail_next(UpstreamError::kUnavailable);
+  EXPECT_EQ(exchange("QUIT\r\n", second.get(), &io2),
+            "-ERR [SYS/TEMP] Some deleted messages may not have been removed.\r\n");
+  EXPECT_EQ(exchange("USER alice\r\nPASS secret\r\n", third.get(), &io3),
+            "+OK\r\n+OK Logged in.\r\n");
+}
+
+TEST_F(SessionTest, ControlCharactersInTheUserNameNeverReachTheBackend) {
+  backend.add_account(std::string("al\tice"), "secret");  // even if such a mailbox existed
+  for (const std::string user : {"al\tice", "alice\x7f", "\x1b[31malice", "alice\x01"}) {
+    FakeIo target;
+    auto made = make_session(target);
+    EXPECT_EQ(exchange("USER " + user + "\r\nPASS secret\r\n", made.get(), &target),
+              "+OK\r\n-ERR [AUTH] Authentication failed.\r\n");
+    const std::string plain = pop3::encode_base64(std::string(1, '\0') + user + '\0' + "secret");
+    EXPECT_EQ(exchange("AUTH PLAIN " + plain + "\r\n", made.get(), &target),
+              "-ERR [AUTH] Authentication failed.\r\n");
+    EXPECT_EQ(exchange("AUTH PLAIN\r\n" + plain + "\r\n", made.get(), &target),
+              "+ \r\n-ERR [AUTH] Authentication failed.\r\n");
+    EXPECT_EQ(target.login_attempts, 0);  // never went past the session
+    EXPECT_EQ(target.failed_logins, 3);   // each one counted, and delayed, as a failure
+  }
+  EXPECT_EQ(backend.open_mailboxes(), 0u);
+}
+
+TEST(SecretStringTest, KeepsItsValueAcrossCopiesAndMoves) {
+  std::string plain = "a password longer than the inline buffer";
+  SecretString secret(std::move(plain));
+  EXPECT_TRUE(plain.empty());
+  SecretString copy = secret;
+  SecretString moved = std::move(copy);
+  EXPECT_TRUE(copy.empty());
+  EXPECT_EQ(moved, "a password longer than the inline buffer");
+  moved = SecretString("short");
+  EXPECT_EQ(moved, "short");
+  std::string text = "abc";
+  wipe(text);
+  EXPECT_TRUE(text.empty());
+}
+
 TEST(SaslTest, Base64RoundTripAndStrictness) {
   EXPECT_EQ(pop3::encode_base64("any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
   EXPECT_EQ(pop3::decode_base64("YW55IGNhcm5hbCBwbGVhcw=="), "any carnal pleas");

@@ -259,6 +259,14 @@ class CommandTest(Pop3TestCase):
             self.assertErr(c.cmd(cmd), cmd)
         self.assertEqual(c.cmd("STAT")[:6], b"+OK 3 ")
 
+    def test_extra_arguments_are_refused(self):
+        # Dovecot: "-ERR Noise after message number"; nothing happens.
+        c = self.login()
+        for cmd in ("LIST 1 2 3", "LIST 1 2", "UIDL 1 2", "RETR 1 2", "DELE 1 2", "TOP 1 2 3"):
+            self.assertErr(c.cmd(cmd), cmd)
+        self.assertEqual(c.cmd("STAT")[:6], b"+OK 3 ")
+        self.assertOk(c.cmd("LIST 1"))
+
     def test_top_bad_line_counts(self):
         c = self.login()
         self.assertErr(c.cmd("TOP 1 -1"))

@@ -130,6 +130,23 @@ class InUseTest(Pop3TestCase):
         self.assertTrue(r.startswith(b"-ERR [IN-USE]"), r)
         self.assertOk(first.quit())
 
+    def test_login_the_moment_quit_answers(self):
+        # QUIT's +OK ends the session for the client: a new login right
+        # behind it must never find the mailbox still locked.
+        self.require_popbridge("Dovecot's pop3_lock_session waits for the lock instead")
+        for n in range(20):
+            self.dovecot.seed(self.user, b"Subject: %d\r\n\r\nz\r\n" % n)
+        for round_ in range(15):
+            c = self.session(self.user)
+            self.assertOk(c.cmd("DELE 1"))
+            self.assertOk(c.quit())
+            c2 = self.connect()
+            r = c2.login(self.user, self.password)
+            self.assertTrue(r.startswith(b"+OK"), "round %d: %r" % (round_, r))
+            self.assertOk(c2.quit())
+        c = self.session(self.user)
+        self.assertEqual(c.cmd("STAT")[:6], b"+OK 6 ")   # 21 messages, 15 deleted
+
     def test_in_use_released_by_disconnect(self):
         first = self.session(self.user)
         first.close()

@@ -5,6 +5,7 @@ to two Dovecots by domain. Every policy must leave alone what it was not
 asked to touch, above all a message another IMAP client flagged \\Deleted.
 """
 
+import base64
 import imaplib
 import re
 import time
@@ -453,6 +454,26 @@ class FolderSuffixTest(Pop3TestCase):
         c = self.connect()
         r = c.login(self.user + "#Archive", "wrong")
         self.assertTrue(r.startswith(b"-ERR [AUTH]"), r)
+
+    def test_imap_commands_cannot_ride_in_the_login_name(self):
+        # The attack of issue 11: a user who knows their own password puts
+        # CRLF and IMAP commands in AUTH PLAIN's authcid, after the folder.
+        before = folder_state(self.dovecot, self.user)
+        authcid = (self.user + "#INBOX\r\nX1 CREATE pwned\r\nX2 SELECT INBOX\r\n"
+                   "X3 UID MOVE 1:* pwned\r\nX4 DELETE pwned\r\nX5 NOOP").encode()
+        c = self.connect()
+        r = c.cmd("AUTH PLAIN " + base64.b64encode(
+            b"\0" + authcid + b"\0" + self.password.encode()).decode())
+        self.assertTrue(r.startswith(b"-ERR [AUTH]"), r)
+        for name in (self.user + "#Arch\tive", self.user + "\x1b#Archive"):
+            c = self.connect()
+            self.assertTrue(c.login(name, self.password).startswith(b"-ERR [AUTH]"), name)
+        self.assertEqual(folder_state(self.dovecot, self.user), before)
+        self.assertIsNone(folder_state(self.dovecot, self.user, "pwned"))
+        # The same user logs in normally.
+        c = self.session(self.user + "#INBOX", self.password)
+        self.assertEqual(c.cmd("STAT")[:6], b"+OK 1 ")
+        self.assertOk(c.quit())
 
     def test_lock_is_per_folder(self):
         inbox = self.session(self.user)

@@ -5,8 +5,15 @@
 namespace popbridge {
 namespace {
 constexpr size_t kMaxRequest = 8192;
-constexpr uint64_t kRequestTimeoutMs = 5000;
+constexpr char kBusy[] =
+    "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+    "Connection: close\r\n\r\nbusy\n";
 }  // namespace
+
+struct MetricsHttp::Count {
+  unsigned open = 0;
+  bool warned = false;  // the refusals since the count was last below the cap are logged once
+};
 
 // One scrape: read the request head, answer, close.
 struct MetricsHttp::Request {
@@ -16,6 +23,7 @@ struct MetricsHttp::Request {
   std::string input;
   std::string output;
   Render render;  // a copy: a scrape in flight may outlive the listener
+  std::shared_ptr<Count> count;
   int open_handles = 2;
   bool answered = false;
 
@@ -23,7 +31,9 @@ struct MetricsHttp::Request {
     if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp))) return;
     auto closed = [](uv_handle_t* handle) {
       auto* request = static_cast<Request*>(handle->data);
-      if (--request->open_handles == 0) delete request;
+      if (--request->open_handles != 0) return;
+      if (--request->count->open < kMaxConnections) request->count->warned = false;
+      delete request;
     };
     uv_close(reinterpret_cast<uv_handle_t*>(&timer), closed);
     uv_close(reinterpret_cast<uv_handle_t*>(&tcp), closed);
@@ -60,7 +70,8 @@ struct MetricsHttp::Request {
   }
 };
 
-MetricsHttp::MetricsHttp(uv_loop_t* loop, Render render) : loop_(loop), render_(std::move(render)) {}
+MetricsHttp::MetricsHttp(uv_loop_t* loop, Render render)
+    : loop_(loop), render_(std::move(render)), count_(std::make_shared<Count>()) {}
 
 MetricsHttp::~MetricsHttp() { stop(); }
 
@@ -90,11 +101,31 @@ void MetricsHttp::stop() {
   tcp_ = nullptr;
 }
 
+// Over the cap: a 503 if the socket takes it at once, then closed. Nothing
+// is kept, so a flood of connections costs no memory.
+void MetricsHttp::refuse(uv_stream_t* server) {
+  auto* tcp = new uv_tcp_t{};
+  uv_tcp_init(loop_, tcp);
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(tcp)) == 0) {
+    uv_buf_t buffer = uv_buf_init(const_cast<char*>(kBusy), sizeof kBusy - 1);
+    uv_try_write(reinterpret_cast<uv_stream_t*>(tcp), &buffer, 1);
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(tcp),
+           [](uv_handle_t* handle) { delete reinterpret_cast<uv_tcp_t*>(handle); });
+  if (!count_->warned) {
+    count_->warned = true;
+    log::warn("metrics: ", kMaxConnections, " connections open; refusing more (503) until one closes");
+  }
+}
+
 void MetricsHttp::on_connection(uv_stream_t* server, int status) {
   if (status != 0) return;
   auto* self = static_cast<MetricsHttp*>(server->data);
+  if (self->count_->open >= kMaxConnections) return self->refuse(server);
   auto* request = new Request;
   request->render = self->render_;
+  request->count = self->count_;
+  ++request->count->open;
   uv_tcp_init(self->loop_, &request->tcp);
   uv_timer_init(self->loop_, &request->timer);
   request->tcp.data = request;

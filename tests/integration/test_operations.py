@@ -398,6 +398,36 @@ class MetricsTest(OpsTestCase):
         status, _ = scrape(self.metrics_port, "/nope")
         self.assertEqual(status, 404)
 
+    def test_connections_over_the_cap_get_503_until_some_close(self):
+        # At most 16 metrics connections at once: the 17th is answered 503
+        # and closed, and so is a scrape, until one of the 16 goes away.
+        # (Idle ones are closed after 5 s anyway; this takes milliseconds.)
+        held = [socket.create_connection(("127.0.0.1", self.metrics_port), timeout=10)
+                for _ in range(16)]
+        try:
+            extra = socket.create_connection(("127.0.0.1", self.metrics_port), timeout=10)
+            with extra:
+                answer = b""
+                while True:
+                    data = extra.recv(4096)
+                    if not data:
+                        break
+                    answer += data
+                self.assertTrue(answer.startswith(b"HTTP/1.0 503 "), answer)
+            self.assertEqual(scrape(self.metrics_port)[0], 503)
+        finally:
+            for s in held:
+                s.close()
+        wait_until(lambda: scrape(self.metrics_port)[0] == 200, what="/metrics answering again")
+        self.assertEqual(scrape(self.metrics_port, "/healthz"), (200, "ok\n"))
+
+    def test_request_never_completed_is_closed(self):
+        # A scrape gets 5 s from connecting to its answer.
+        s = socket.create_connection(("127.0.0.1", self.metrics_port), timeout=10)
+        with s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n")  # no blank line, ever
+            self.assertTrue(closed_without_data(s, timeout=20))
+
     def test_counters_during_and_after_a_session(self):
         user, pw = self.dovecot.new_user()
         raw = b"Subject: metrics\r\n\r\n" + b"0123456789abcdef\r\n" * 400

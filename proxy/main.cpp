@@ -1,9 +1,12 @@
 // popbridge: a POP3 server whose mailboxes live on an IMAP server.
 #include <malloc.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -45,6 +48,19 @@ bool tls_files_usable(const popbridge::Config& config, const std::string& path) 
   return true;
 }
 
+// Memory holds passwords (and the TLS key): a crash must not write it to a
+// core file, and other processes of the same user must not read it
+// (ptrace, /proc/PID/mem). Not dumpable makes the kernel refuse both; a
+// core limit of 0 also covers systems that dump non-dumpable processes
+// (fs.suid_dumpable = 2).
+void forbid_core_dumps() {
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+    fprintf(stderr, "popbridge: warning: prctl(PR_SET_DUMPABLE, 0): %s\n", strerror(errno));
+  const rlimit none{0, 0};
+  if (setrlimit(RLIMIT_CORE, &none) != 0)
+    fprintf(stderr, "popbridge: warning: setrlimit(RLIMIT_CORE, 0): %s\n", strerror(errno));
+}
+
 // A busy proxy holds two descriptors per session: use all we may.
 void raise_descriptor_limit() {
   rlimit limit{};
@@ -57,6 +73,7 @@ void raise_descriptor_limit() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  forbid_core_dumps();  // first: --check-config loads the TLS key too
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
     fputs(kUsage, stdout);

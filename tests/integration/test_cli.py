@@ -1,13 +1,17 @@
 """The popbridge command line: --version, --help, --check-config, and a
-clean exit on SIGTERM."""
+clean exit on SIGTERM; no core dumps (the process and the systemd unit)."""
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
 import unittest
 
-from harness import AGAINST_DOVECOT, Popbridge, free_port, make_tempdir, main, popbridge_bin
+from harness import (AGAINST_DOVECOT, Popbridge, free_port, make_tempdir, main, popbridge_bin,
+                     wait_for_port)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class CliTest(unittest.TestCase):
@@ -128,6 +132,48 @@ hide_keyword = "$POP3Deleted"
         r = self.run_bin("--check-config", path)
         self.assertEqual(r.returncode, 1)
         self.assertIn("cannot load CA certificates from " + not_pem, r.stderr)
+
+    def test_running_process_is_not_dumpable(self):
+        # PR_SET_DUMPABLE 0: the kernel makes the files of /proc/PID owned by
+        # root, whoever the process runs as, and refuses other processes of
+        # the same user ptrace and /proc/PID/mem. Seen from outside only for
+        # a process not running as root: as root, run it as nobody.
+        port = free_port()
+        path = self.write("run.toml", '[[listener]]\naddress = "127.0.0.1:%d"\n'
+                          '[[upstream]]\nport = %d\n' % (port, free_port()))
+        user = {}
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+        uid = user.get("user", os.geteuid())
+        proc = subprocess.Popen([self.bin, "--config", path], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **user)
+        try:
+            wait_for_port(port, proc=proc, what="popbridge")
+            with open("/proc/%d/status" % proc.pid) as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+            self.assertEqual(int(status["Uid"].split()[0]), uid)
+            self.assertNotEqual(uid, 0)
+            self.assertEqual(os.stat("/proc/%d/status" % proc.pid).st_uid, 0,
+                             "popbridge is dumpable: /proc/PID is owned by its user")
+            self.assertEqual(os.stat("/proc/%d/mem" % proc.pid).st_uid, 0)
+            # And no core file, whatever the system's core settings.
+            with open("/proc/%d/limits" % proc.pid) as f:
+                core = [line.split() for line in f if line.startswith("Max core file size")]
+            self.assertEqual(core[0][4:6], ["0", "0"], core)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+        self.assertEqual(proc.returncode, 0, err)
+
+    def test_systemd_unit_disables_core_dumps(self):
+        unit = os.path.join(ROOT, "packaging", "popbridge.service")
+        with open(unit) as f:
+            lines = [line.strip() for line in f]
+        service = lines[lines.index("[Service]"):]
+        service = service[:next((i for i, l in enumerate(service[1:], 1) if l.startswith("[")),
+                                len(service))]
+        self.assertIn("LimitCORE=0", service)
 
 
 if __name__ == "__main__":

@@ -871,16 +871,28 @@ class JsonLogTest(OpsTestCase):
         r = c.login(odd, self.secret("Wrong-Secret-json"))
         self.assertTrue(r.startswith(b"-ERR"), r)
         c.close()
+        # A user name that is not UTF-8: a stray 0xFF, a truncated sequence,
+        # a surrogate, then a valid é. Each such octet is logged as \u00XX.
+        c = self.connect()
+        r = c.cmd(b"USER inv\xffal\xc3(id\xed\xa0\x80\xe2\x82\xc3\xa9")
+        if r.startswith(b"+OK"):
+            r = c.cmd(b"PASS " + self.secret("Wrong-Secret-utf8").encode("ascii"))
+        self.assertTrue(r.startswith(b"-ERR"), r)
+        c.close()
+        not_utf8 = "inv\u00ffal\u00c3(id\u00ed\u00a0\u0080\u00e2\u0082\u00e9"
         self.popbridge.reload()
         wait_log(self.popbridge, "reload: done", start)
-        wait_until(lambda: len(logout_lines(self.popbridge.read_log(start))) >= 3,
-                   what="three logout lines")
+        wait_until(lambda: len(logout_lines(self.popbridge.read_log(start))) >= 4,
+                   what="four logout lines")
+        with open(self.popbridge.log_path, "rb") as f:
+            f.seek(start)
+            raw = f.read()
         records = []
-        for line in self.popbridge.read_log(start).splitlines():
+        for line in raw.splitlines():
             try:
-                rec = json.loads(line)
+                rec = json.loads(line.decode("utf-8"))  # strict: no invalid UTF-8
             except ValueError:
-                self.fail("not JSON: %r" % line)
+                self.fail("not JSON in UTF-8: %r" % line)
             self.assertIsInstance(rec, dict, line)
             self.assertIn("time", rec)
             self.assertIn(rec.get("level"), ("debug", "info", "warn", "error"))
@@ -895,6 +907,7 @@ class JsonLogTest(OpsTestCase):
         self.assertEqual(mine[0]["ended"], "quit")
         self.assertTrue(mine[0]["client"].startswith("127.0.0.1:"))
         self.assertIn(odd, [r["user"] for r in logouts])
+        self.assertIn(not_utf8, [r["user"] for r in logouts])
 
 
 if __name__ == "__main__":

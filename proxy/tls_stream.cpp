@@ -2,6 +2,9 @@
 
 #include <openssl/err.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "common/log.h"
 
 namespace popbridge {
@@ -14,6 +17,13 @@ constexpr const char* kDefaultCiphers =
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384";
 // What TLS 1.0 devices can speak, for admins who opt in with min_version.
 constexpr const char* kLegacyCiphers = "DEFAULT:@SECLEVEL=0";
+
+// The most plaintext one record carries (OpenSSL's max_send_fragment). A
+// smaller maximum fragment length agreed with the client divides it.
+constexpr size_t kRecord = SSL3_RT_MAX_PLAIN_LENGTH;
+
+// Room for `plain` bytes once encrypted: header, nonce, tag, padding.
+size_t wire_size(size_t plain) { return plain + (plain / kRecord + 1) * 64; }
 
 std::string openssl_errors() {
   std::string text;
@@ -97,12 +107,15 @@ TlsStream::Result TlsStream::fail(const char* what) {
   return Result::kError;
 }
 
+// BIO_read, not BIO_get_mem_data and BIO_reset: a reset clears the BIO's
+// whole buffer, as large as the largest write it ever held.
 void TlsStream::drain(std::string& wire) {
-  char* data = nullptr;
-  const long pending = BIO_get_mem_data(out_, &data);
-  if (pending <= 0) return;
-  wire.append(data, static_cast<size_t>(pending));
-  (void)BIO_reset(out_);
+  const size_t pending = BIO_ctrl_pending(out_);
+  if (pending == 0) return;
+  const size_t old = wire.size();
+  wire.resize(old + pending);
+  const int n = BIO_read(out_, wire.data() + old, static_cast<int>(pending));
+  wire.resize(old + static_cast<size_t>(std::max(n, 0)));
 }
 
 TlsStream::Result TlsStream::receive(std::string_view ciphertext, std::string& plain,
@@ -146,18 +159,64 @@ TlsStream::Result TlsStream::send(std::string_view plain, std::string& wire) {
     held_.append(plain);
     return Result::kOk;
   }
-  if (!plain.empty() && SSL_write(ssl_, plain.data(), static_cast<int>(plain.size())) <= 0) {
-    return fail("TLS write");
+  wire.reserve(wire.size() + wire_size(plain.size()));
+  return write(plain, wire) ? Result::kOk : fail("TLS write");
+}
+
+// One flush is one stream: its records carry kRecord bytes of plaintext
+// each, wherever the pieces begin and end, and only the last is shorter.
+// (A client that looks for the final ".\r\n" in the same read as the end
+// of the message, such as node-pop3, finds it there.) The whole records
+// inside a piece are encrypted from the piece itself; only the bytes of a
+// record that spans pieces are copied, into `staging`.
+TlsStream::Result TlsStream::send(std::span<const std::string> pieces, std::string& wire) {
+  size_t total = 0;
+  for (const std::string& piece : pieces) total += piece.size();
+  if (!established_) {
+    held_.reserve(held_.size() + total);
+    for (const std::string& piece : pieces) held_.append(piece);
+    return Result::kOk;
   }
-  drain(wire);
+  wire.reserve(wire.size() + wire_size(total));
+  char staging[kRecord];
+  size_t staged = 0;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    std::string_view rest = pieces[i];
+    if (staged > 0) {
+      const size_t n = std::min(rest.size(), kRecord - staged);
+      memcpy(staging + staged, rest.data(), n);
+      staged += n;
+      rest.remove_prefix(n);
+      if (staged < kRecord) continue;
+      if (!write({staging, kRecord}, wire)) return fail("TLS write");
+      staged = 0;
+    }
+    const size_t whole = rest.size() - rest.size() % kRecord;
+    if (whole > 0 && !write(rest.substr(0, whole), wire)) return fail("TLS write");
+    rest.remove_prefix(whole);
+    if (rest.empty()) continue;
+    if (i + 1 == pieces.size()) {  // the flush's last record: no need to copy
+      if (!write(rest, wire)) return fail("TLS write");
+    } else {
+      memcpy(staging, rest.data(), rest.size());
+      staged = rest.size();
+    }
+  }
+  if (staged > 0 && !write({staging, staged}, wire)) return fail("TLS write");
   return Result::kOk;
 }
 
-TlsStream::Result TlsStream::send(std::span<const std::string> pieces, std::string& wire) {
-  for (const std::string& piece : pieces) {
-    if (send(piece, wire) != Result::kOk) return Result::kError;
+// One SSL_write (one record) per kRecord bytes, drained at once: the
+// output BIO never holds more than a record, and keeps no larger buffer
+// for the rest of the connection.
+bool TlsStream::write(std::string_view plain, std::string& wire) {
+  while (!plain.empty()) {
+    const size_t n = std::min(plain.size(), kRecord);
+    if (SSL_write(ssl_, plain.data(), static_cast<int>(n)) <= 0) return false;
+    drain(wire);
+    plain.remove_prefix(n);
   }
-  return Result::kOk;
+  return true;
 }
 
 void TlsStream::close_notify(std::string& wire) {

@@ -46,7 +46,10 @@ class TlsStream {
   // Encrypts `plain` into `wire`. Before the handshake completes the data is
   // held back and released by receive().
   Result send(std::string_view plain, std::string& wire);
-  // The same for the pieces of one flush, in order.
+  // The same for the pieces of one flush, in order, as one stream: every
+  // record but the last carries 16 KiB of plaintext, wherever the pieces
+  // end, so a short last piece (".\r\n") shares its record with the bytes
+  // before it.
   Result send(std::span<const std::string> pieces, std::string& wire);
 
   // Appends a close_notify alert to `wire`: the peer can tell a complete
@@ -59,6 +62,7 @@ class TlsStream {
 
  private:
   Result fail(const char* what);
+  bool write(std::string_view plain, std::string& wire);  // SSL_write, then drain
   void drain(std::string& wire);
 
   std::shared_ptr<TlsContext> context_;

@@ -1,5 +1,6 @@
 // TlsStream against an OpenSSL client over memory BIOs: handshake, data
-// both ways, held-back writes, and configuration errors that name the file.
+// both ways, held-back writes, how a flush's pieces become TLS records, and
+// configuration errors that name the file.
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -9,6 +10,9 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "proxy/tls_stream.h"
 
@@ -54,8 +58,10 @@ class TestCertificate {
 // The peer: a plain OpenSSL client on memory BIOs.
 class Client {
  public:
-  Client() {
+  // max_version: e.g. TLS1_2_VERSION; 0 for the newest.
+  explicit Client(int max_version = 0) {
     ctx_ = SSL_CTX_new(TLS_client_method());
+    if (max_version != 0) SSL_CTX_set_max_proto_version(ctx_, max_version);
     ssl_ = SSL_new(ctx_);
     in_ = BIO_new(BIO_s_mem());
     out_ = BIO_new(BIO_s_mem());
@@ -84,6 +90,14 @@ class Client {
     int n;
     while ((n = SSL_read(ssl_, buffer, sizeof buffer)) > 0) data.append(buffer, n);
     return data;
+  }
+  // The plaintext of each record, one SSL_read each (one never spans two).
+  std::vector<std::string> read_records() {
+    std::vector<std::string> records;
+    static char buffer[64 * 1024];
+    int n;
+    while ((n = SSL_read(ssl_, buffer, sizeof buffer)) > 0) records.emplace_back(buffer, n);
+    return records;
   }
 
  private:
@@ -148,6 +162,150 @@ TEST(TlsStreamTest, GarbageIsAnError) {
   EXPECT_EQ(server.receive("USER alice\r\nPASS secret\r\n", plain, wire), TlsStream::Result::kError);
   EXPECT_TRUE(plain.empty());
 }
+
+// (content type, length) from each 5-byte record header in `wire`.
+std::vector<std::pair<int, size_t>> record_headers(std::string_view wire) {
+  std::vector<std::pair<int, size_t>> headers;
+  while (wire.size() >= 5) {
+    const auto* h = reinterpret_cast<const unsigned char*>(wire.data());
+    const size_t length = (size_t{h[3]} << 8) | h[4];
+    headers.emplace_back(h[0], length);
+    wire.remove_prefix(std::min(wire.size(), 5 + length));
+  }
+  EXPECT_TRUE(wire.empty()) << "a record is cut short";
+  return headers;
+}
+
+// A server and a client (capped at `max_version`) past the handshake, with
+// nothing left in flight.
+struct Connected {
+  explicit Connected(int max_version) : client(max_version) {
+    std::string error;
+    context =
+        TlsContext::create({certificate.cert_path(), certificate.key_path(), "1.2", ""}, error);
+    EXPECT_TRUE(context) << error;
+    server = std::make_unique<TlsStream>(context);
+    std::string plain, wire;
+    for (int round = 0; round < 5 && !server->established(); ++round) {
+      client.handshake();
+      wire.clear();
+      EXPECT_EQ(server->receive(client.take_output(), plain, wire), TlsStream::Result::kOk);
+      client.give_input(wire);
+    }
+    EXPECT_TRUE(client.handshake());
+    EXPECT_EQ(client.read(), "");  // TLS 1.3 session tickets
+  }
+  TestCertificate certificate;
+  std::shared_ptr<TlsContext> context;
+  std::unique_ptr<TlsStream> server;
+  Client client;
+};
+
+class TlsRecordsTest : public ::testing::TestWithParam<int> {};
+
+// What a RETR flush looks like: the status line, the message (which ends in
+// CRLF), then ".\r\n". The records are cut every 16 KiB of the flush's
+// plaintext, not where the pieces end: the final "." shares its record with
+// the message's last bytes (node-pop3 finds the end of a message only then).
+TEST_P(TlsRecordsTest, APiecesFlushIsCutIntoFullRecords) {
+  Connected tls(GetParam());
+  ASSERT_TRUE(tls.server->established());
+  std::string body;
+  for (int i = 0; body.size() < 3 * 16384 + 1000; ++i) {
+    body += "line " + std::to_string(i) + "\r\n";
+  }
+  const std::vector<std::string> pieces = {"+OK " + std::to_string(body.size()) + " octets\r\n",
+                                           body, ".\r\n"};
+  std::string all;
+  for (const std::string& piece : pieces) all += piece;
+
+  std::string wire;
+  ASSERT_EQ(tls.server->send(pieces, wire), TlsStream::Result::kOk) << tls.server->error();
+  const auto headers = record_headers(wire);
+  tls.client.give_input(wire);
+  const std::vector<std::string> records = tls.client.read_records();
+
+  const size_t full = all.size() / 16384, tail = all.size() % 16384;
+  ASSERT_NE(tail, 0u);
+  ASSERT_EQ(records.size(), full + 1);
+  std::string joined;
+  for (size_t i = 0; i < records.size(); ++i) {
+    EXPECT_EQ(records[i].size(), i < full ? 16384 : tail) << "record " << i;
+    joined += records[i];
+  }
+  EXPECT_EQ(joined, all);
+  EXPECT_TRUE(records.back().ends_with("\r\n.\r\n"));
+
+  // The same seen on the wire: application data records only, all full-size
+  // but the last.
+  ASSERT_EQ(headers.size(), full + 1);
+  for (size_t i = 0; i < headers.size(); ++i) {
+    EXPECT_EQ(headers[i].first, 23) << "record " << i;
+    if (i + 1 < full) {
+      EXPECT_EQ(headers[i].second, headers[i + 1].second) << "record " << i;
+    }
+  }
+  EXPECT_LT(headers.back().second, headers.front().second);
+}
+
+// Many small pieces (LIST, UIDL, short messages) fill whole records too,
+// and a flush that fits in one record is one record.
+TEST_P(TlsRecordsTest, SmallPiecesShareRecords) {
+  Connected tls(GetParam());
+  std::vector<std::string> pieces;
+  std::string all;
+  for (int i = 0; i < 200; ++i) {
+    pieces.push_back(std::to_string(i + 1) + " " + std::string(150 + i % 7, 'u') + "\r\n");
+    all += pieces.back();
+  }
+  std::string wire;
+  ASSERT_EQ(tls.server->send(pieces, wire), TlsStream::Result::kOk);
+  tls.client.give_input(wire);
+  std::vector<std::string> records = tls.client.read_records();
+  ASSERT_EQ(records.size(), all.size() / 16384 + 1);
+  for (size_t i = 0; i + 1 < records.size(); ++i) EXPECT_EQ(records[i].size(), 16384u);
+  std::string joined;
+  for (const std::string& record : records) joined += record;
+  EXPECT_EQ(joined, all);
+
+  wire.clear();
+  const std::vector<std::string> list = {"+OK 2 messages\r\n", "1 120\r\n", "2 300\r\n", ".\r\n"};
+  ASSERT_EQ(tls.server->send(list, wire), TlsStream::Result::kOk);
+  EXPECT_EQ(record_headers(wire).size(), 1u);
+  tls.client.give_input(wire);
+  records = tls.client.read_records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0], "+OK 2 messages\r\n1 120\r\n2 300\r\n.\r\n");
+}
+
+// Pieces that are whole multiples of a record, empty pieces, and a flush of
+// exactly one record's size.
+TEST_P(TlsRecordsTest, RecordBoundariesFollowTheStreamNotThePieces) {
+  Connected tls(GetParam());
+  const std::vector<std::string> pieces = {std::string(16384, 'a'), "", std::string(10, 'b'),
+                                           std::string(2 * 16384 - 10, 'c'), std::string(5, 'd'),
+                                           std::string(16384 - 5, 'e')};
+  std::string all;
+  for (const std::string& piece : pieces) all += piece;
+  ASSERT_EQ(all.size(), 4u * 16384);
+  std::string wire;
+  ASSERT_EQ(tls.server->send(pieces, wire), TlsStream::Result::kOk);
+  tls.client.give_input(wire);
+  const std::vector<std::string> records = tls.client.read_records();
+  ASSERT_EQ(records.size(), 4u);
+  std::string joined;
+  for (const std::string& record : records) {
+    EXPECT_EQ(record.size(), 16384u);
+    joined += record;
+  }
+  EXPECT_EQ(joined, all);
+}
+
+INSTANTIATE_TEST_SUITE_P(Versions, TlsRecordsTest,
+                         ::testing::Values(TLS1_2_VERSION, TLS1_3_VERSION),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == TLS1_2_VERSION ? "Tls12" : "Tls13";
+                         });
 
 TEST(TlsContextTest, ErrorsNameTheFile) {
   TestCertificate certificate;

@@ -1,14 +1,21 @@
-"""Real POP3 clients against the server under test: curl, fetchmail, mpop.
-Delivered messages are compared with the seeded ones."""
+"""Real POP3 clients against the server under test: curl, fetchmail, mpop,
+and node-pop3 (Node.js; over plain POP3 and implicit TLS). Delivered
+messages are compared with the seeded ones.
 
+node-pop3 is pinned in node/package.json and node/package-lock.json and
+installed there with `npm ci` when node/node_modules lacks it; without
+node and npm, or when the install fails, its tests fail (they do not skip)."""
+
+import json
 import os
 import re
 import shutil
 import subprocess
 import unittest
 
-from harness import (HIDE_KEYWORD, SPECIAL_USER, Pop3TestCase, main, make_tempdir,
-                     parse_scan_listing)
+from certs import CertFactory
+from harness import (AGAINST_DOVECOT, HERE, HIDE_KEYWORD, SPECIAL_USER, Pop3TestCase, main,
+                     make_tempdir, parse_scan_listing)
 
 CLIENT_TIMEOUT = 120
 
@@ -224,6 +231,149 @@ class MpopTest(ClientTestCase):
         self.dovecot.seed(self.user, new)
         self.mpop()
         self.assertEqual(self.delivered()[len(SEEDS):], [to_lf(new)])
+
+
+NODE_DIR = os.path.join(HERE, "node")
+
+
+def node_pop3_ready():
+    """node, with node-pop3 installed in NODE_DIR as package-lock.json pins
+    it (npm ci when it is missing or another version). Returns the node
+    binary; raises AssertionError, saying what is wrong, when it cannot."""
+    node = shutil.which("node")
+    if not node:
+        raise AssertionError("node is not installed (scripts/install-deps.sh installs nodejs "
+                             "and npm): the node-pop3 tests need it")
+    with open(os.path.join(NODE_DIR, "package-lock.json")) as f:
+        pinned = json.load(f)["packages"]["node_modules/node-pop3"]["version"]
+    installed = os.path.join(NODE_DIR, "node_modules", "node-pop3", "package.json")
+    try:
+        with open(installed) as f:
+            if json.load(f)["version"] == pinned:
+                return node
+    except (OSError, ValueError, KeyError):
+        pass
+    npm = shutil.which("npm")
+    if not npm:
+        raise AssertionError("npm is not installed (scripts/install-deps.sh installs it): "
+                             "cannot install node-pop3 %s into %s" % (pinned, NODE_DIR))
+    try:
+        r = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts",
+                            "--engine-strict=false", "--loglevel=error"],
+                           cwd=NODE_DIR, stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=300)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("npm ci in %s took more than 300 s" % NODE_DIR) from None
+    if r.returncode != 0 or not os.path.exists(installed):
+        raise AssertionError("npm ci in %s failed (exit %d):\n%s%s"
+                             % (NODE_DIR, r.returncode, r.stdout.decode("utf-8", "replace"),
+                                r.stderr.decode("utf-8", "replace")[-5000:]))
+    return node
+
+
+def node_pop3_expected(raw):
+    """What node-pop3's RETR returns for a stored message that ends in CRLF:
+    the bytes between the status line and the final "\r\n.\r\n", still
+    dot-stuffed (it does not undo that), as text."""
+    assert raw.endswith(b"\r\n")
+    return re.sub(rb"(?m)^\.", b"..", raw)[:-2].decode("utf-8")
+
+
+def listing(body):
+    """A LIST or UIDL body as node-pop3 returns it: [["1", "123"], ...]."""
+    return [line.split(" ") for line in body.decode("ascii").split("\r\n") if line]
+
+
+# Besides SEEDS: messages of one fetch that are written beside the status
+# line rather than copied into it (4 KiB and more), one ending in a "." line.
+NODE_SEEDS = SEEDS + [
+    b"From: frank@example.com\r\nSubject: medium\r\nMessage-ID: <6@example.com>\r\n\r\n"
+    + b"".join(b"%04d a line of a medium-sized message\r\n" % i for i in range(600)),
+    b"From: grace@example.com\r\nSubject: dots at the end\r\nMessage-ID: <7@example.com>\r\n\r\n"
+    + b"x" * 70 * 100 + b"\r\n..\r\n.\r\n",
+]
+
+
+class NodePop3Test(ClientTestCase):
+    """node-pop3 (npm) over plain POP3 and over implicit TLS. It finds the
+    end of a message only when "\r\n.\r\n" ends one read: a final "." that
+    came in a TLS record of its own left the message's last CRLF in what it
+    returned."""
+
+    @classmethod
+    def setUpClass(cls):
+        need("openssl")
+        cls.certs = CertFactory()
+        try:
+            cert = cls.certs.server("localhost")
+            cls.ca = cert.ca_cert
+            # Dovecot's own POP3 on port 995 is the reference.
+            cls.dovecot_options = dict(ssl_cert=cert.fullchain, ssl_key=cert.key)
+            cls.popbridge_options = dict(
+                listeners=[{"tls": "implicit"}],
+                tls={"certificate": cert.fullchain, "key": cert.key})
+            super().setUpClass()
+        except BaseException:
+            cls.certs.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.certs.cleanup()
+
+    def setUp(self):
+        super().setUp()
+        for raw in NODE_SEEDS[len(SEEDS):]:
+            self.dovecot.seed(self.user, raw)
+        self.node = node_pop3_ready()
+
+    def implicit_port(self):
+        if AGAINST_DOVECOT:
+            return self.dovecot.pop3s_port
+        return self.popbridge.ports["implicit"]
+
+    def fetch(self, port, tls):
+        options = {"port": port, "tls": tls, "ca": self.ca, "user": self.user,
+                   "password": self.password}
+        r = self.run_client([self.node, os.path.join(NODE_DIR, "fetch.mjs"),
+                             json.dumps(options)])
+        return json.loads(r.stdout)
+
+    def check(self, port, tls):
+        got = self.fetch(port, tls)
+        ref = self.reference_session(self.user)
+        _, list_body = ref.multi("LIST")
+        _, uidl_body = ref.multi("UIDL")
+        ref.quit()
+        self.assertEqual(got["list"], listing(list_body))
+        self.assertEqual(got["uidl"], listing(uidl_body))
+        self.assertEqual(len(got["messages"]), len(NODE_SEEDS))
+        wrong = []
+        for n, (message, raw) in enumerate(zip(got["messages"], NODE_SEEDS), 1):
+            expected = node_pop3_expected(raw)
+            if message != expected:
+                wrong.append("message %d: %d characters, expected %d; ends %r, expected %r"
+                             % (n, len(message), len(expected), message[-20:], expected[-20:]))
+        self.assertEqual(wrong, [])
+        state, _ = self.dovecot.imap_state(self.user)
+        self.assertEqual(len(state), len(NODE_SEEDS))
+        for _, _, flags in state:
+            self.assertNotIn("\\Seen", flags)
+            self.assertNotIn(HIDE_KEYWORD, flags)
+
+    def test_retr_plain(self):
+        self.check(self.pop3_port, False)
+
+    def test_retr_implicit_tls(self):
+        self.check(self.implicit_port(), True)
+
+    def test_dovecot_implicit_tls_is_the_reference(self):
+        """The expectation itself: what node-pop3 gets from Dovecot's POP3 on
+        port 995."""
+        self.check(self.dovecot.pop3s_port, True)
 
 
 if __name__ == "__main__":

@@ -174,6 +174,24 @@ class Loader {
     return s;
   }
 
+  // A folder name that goes into IMAP commands (SELECT, MOVE, COPY,
+  // CREATE): a control character would end the command early (CR, LF), cut
+  // it (NUL) or reach the server as garbage. The rest is sent as a quoted
+  // string or, beyond ASCII, in modified UTF-7.
+  std::optional<std::string> imap_folder(const toml::node& node, std::string_view path) {
+    auto s = nonempty_string(node, path);
+    if (!s) return std::nullopt;
+    const auto control = std::find_if(s->begin(), s->end(), [](char c) {
+      return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+    });
+    if (control != s->end()) {
+      error(node, path, quote(*s) + " is not a valid IMAP folder name (control character " +
+                            quote(std::string(1, *control)) + ")");
+      return std::nullopt;
+    }
+    return s;
+  }
+
   std::optional<bool> boolean(const toml::node& node, std::string_view path) {
     if (auto b = node.as_boolean()) return b->get();
     error(node, path, "expected true or false");
@@ -538,7 +556,7 @@ class Loader {
       } else if (key == "tls") {
         if (auto t = tls(node, path)) out.tls = *t;
       } else if (key == "folder") {
-        if (auto s = nonempty_string(node, path)) out.folder = *s;
+        if (auto s = imap_folder(node, path)) out.folder = *s;
       } else if (key == "connect_timeout") {
         if (auto d = duration(node, path)) out.connect_timeout = *d;
       } else if (key == "command_timeout") {
@@ -606,7 +624,7 @@ class Loader {
           else error(node, path, "must be one of hide, seen, move, expunge (got " + quote(*s) + ")");
         }
       } else if (key == "move_to") {
-        if (auto s = nonempty_string(node, path)) out.move_to = *s;
+        if (auto s = imap_folder(node, path)) out.move_to = *s;
       } else if (key == "retention_days") {
         if (auto i = integer_in(node, path, 0, 36500)) out.retention_days = static_cast<unsigned>(*i);
       } else if (key == "retention_action") {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <tuple>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -648,6 +649,49 @@ TEST(ConfigErrors, HideKeyword) {
     auto errors = errors_of(std::string(kMinimal) + "[mailbox]\nhide_keyword = \"" + keyword + "\"\n");
     EXPECT_THAT(errors, ElementsAre("popbridge.toml:6:16: mailbox.hide_keyword: " + message)) << keyword;
   }
+}
+
+// Folder names and keywords go into IMAP commands: a control character
+// would end the command early (CR, LF), cut it (NUL) or confuse the server.
+TEST(ConfigErrors, ControlCharactersInImapNames) {
+  // What the file says; how the error quotes it; the first control character.
+  const std::tuple<const char*, std::string, std::string> cases[] = {
+      {"IN\\rBOX", "\"IN\\x0dBOX\"", "\\x0d"},
+      {"IN\\nBOX", "\"IN\\x0aBOX\"", "\\x0a"},
+      {"a\\r\\nb", "\"a\\x0d\\x0ab\"", "\\x0d"},
+      {"IN\\u0000BOX", "\"IN\\x00BOX\"", "\\x00"},
+      {"Tab\\tbed", "\"Tab\\x09bed\"", "\\x09"},
+      {"Esc\\u001b[2J", "\"Esc\\x1b[2J\"", "\\x1b"},
+      {"Del\\u007f", "\"Del\\x7f\"", "\\x7f"},
+  };
+  for (const auto& [name, quoted, control] : cases) {
+    const std::string message =
+        quoted + " is not a valid IMAP folder name (control character \"" + control + "\")";
+    EXPECT_THAT(errors_of(std::string(kMinimal) + "folder = \"" + name + "\"\n"),
+                ElementsAre("popbridge.toml:5:10: upstream[0].folder: " + message))
+        << name;
+    EXPECT_THAT(errors_of(std::string(kMinimal) + "[mailbox]\nmove_to = \"" + name + "\"\n"),
+                ElementsAre("popbridge.toml:6:11: mailbox.move_to: " + message))
+        << name;
+    const auto keyword = errors_of(std::string(kMinimal) + "[mailbox]\nhide_keyword = \"" + name + "\"\n");
+    ASSERT_EQ(keyword.size(), 1u) << name;
+    EXPECT_EQ(keyword[0].rfind("popbridge.toml:6:16: mailbox.hide_keyword: ", 0), 0u) << keyword[0];
+    EXPECT_NE(keyword[0].find(quoted + " is not a valid IMAP keyword (bad character \"" + control + "\")"),
+              std::string::npos)
+        << keyword[0];
+  }
+  // In the second [[upstream]] too, and everything else in a name is fine:
+  // spaces, quotes, backslashes, wildcards and UTF-8 are sent quoted or in
+  // modified UTF-7.
+  EXPECT_THAT(errors_of(std::string(kMinimal) + "[[upstream]]\nname = \"b\"\ndomains = [\"b.example\"]\n"
+                                                "folder = \"x\\ny\"\n"),
+              ElementsAre("popbridge.toml:8:10: upstream[1].folder: \"x\\x0ay\" is not a valid IMAP folder name "
+                          "(control character \"\\x0a\")"));
+  const std::string fine = "Deleted Items/\\\"odd\\\\ %*] Entw\xC3\xBCrfe";
+  Config c = config_of(std::string(kMinimal) + "folder = \"" + fine + "\"\n[mailbox]\nmove_to = \"" + fine +
+                       "\"\n");
+  EXPECT_EQ(c.upstreams[0].folder, "Deleted Items/\"odd\\ %*] Entw\xC3\xBCrfe");
+  EXPECT_EQ(c.mailbox.move_to, c.upstreams[0].folder);
 }
 
 TEST(ConfigErrors, SyntaxError) {

@@ -15,6 +15,12 @@
 //    (Dovecot ignores vanished UIDs in UID STORE and UID EXPUNGE but refuses
 //    the whole UID COPY or UID MOVE with NO [EXPUNGEISSUED], copying or
 //    moving nothing.)
+//  - The UIDs are the snapshot's: if the server tells (in any answer
+//    libetpan reads) that the folder's UIDVALIDITY changed, they may name
+//    other messages now, so nothing more is stored, moved, copied or
+//    expunged and the commit fails (kUnavailable). There is no extra round
+//    trip to ask: what a server announced before or during the commit is
+//    what is checked, before each step.
 #include <strings.h>
 
 #include <algorithm>
@@ -136,6 +142,25 @@ mailimap_search_key* uid_key(const std::vector<UidRange>& ranges) {
   return key;
 }
 
+// OK while the selected folder's UIDVALIDITY, as libetpan last recorded
+// it, is still `snapshot` (the one at login; 0: unknown, nothing to compare).
+// Otherwise logs a warning ending with `consequence` and fails with
+// kUnavailable (QUIT: -ERR [SYS/TEMP]).
+Status same_uidvalidity(const mailimap* imap, uint32_t snapshot, const std::string& name,
+                        const std::string& folder, const std::string& consequence) {
+  if (snapshot == 0) return {};
+  const mailimap_selection_info* selection = imap != nullptr ? imap->imap_selection_info : nullptr;
+  if (selection != nullptr && selection->sel_uidvalidity == snapshot) return {};
+  const std::string detail =
+      (selection == nullptr
+           ? folder + " is no longer selected (UIDVALIDITY " + std::to_string(snapshot) + " at login)"
+           : "UIDVALIDITY of " + folder + " changed from " + std::to_string(snapshot) +
+                 " (at login) to " + std::to_string(selection->sel_uidvalidity)) +
+      ": the session's UIDs may name other messages now; " + consequence;
+  log::warn(name, " ", detail);
+  return {UpstreamError::kUnavailable, detail};
+}
+
 // Splits `uids` into commands of at most kMaxRangesPerCommand ranges.
 std::vector<std::vector<UidRange>> chunks_of(const std::vector<uint32_t>& uids) {
   const std::vector<UidRange> ranges = compact_uids(uids);
@@ -163,6 +188,12 @@ Status ImapSession::on_existing(const std::vector<uint32_t>& uids, const std::st
       std::vector<uint32_t> alive;
       if (Status check = existing(chunk, &alive); !check.ok()) {
         return check.error == UpstreamError::kRefused ? status : check;
+      }
+      // (The NOOP may have brought news of a new UIDVALIDITY.)
+      if (Status same = same_uidvalidity(imap_, snapshot_uidvalidity_, name_, folder_,
+                                         what + " not tried again");
+          !same.ok()) {
+        return same;
       }
       std::vector<UidRange> remaining = compact_uids(alive);
       const uint64_t before = count_uids(chunk);
@@ -217,6 +248,7 @@ Status ImapSession::check_extensions() {
 }
 
 Status ImapSession::snapshot(Snapshot* snapshot) {
+  snapshot_uidvalidity_ = 0;
   if (broken_ || imap_ == nullptr) return {UpstreamError::kUnavailable, "SELECT: not connected"};
   const MailboxConfig& mailbox = settings_->mailbox;
   // Both we and libetpan send the folder as an atom or a quoted string,
@@ -229,7 +261,9 @@ Status ImapSession::snapshot(Snapshot* snapshot) {
     return {UpstreamError::kNoMailbox, "folder name is not printable 7-bit text; not sent upstream"};
   }
   if (mailbox.visible == Visible::kAll && mailbox.max_messages == 0) {
-    return select_and_fetch_all(snapshot);
+    Status status = select_and_fetch_all(snapshot);
+    if (status.ok()) snapshot_uidvalidity_ = snapshot->uidvalidity;
+    return status;
   }
   snapshot->messages.clear();
   snapshot->uidvalidity = 0;
@@ -243,6 +277,7 @@ Status ImapSession::snapshot(Snapshot* snapshot) {
     snapshot->uidvalidity = imap_->imap_selection_info->sel_uidvalidity;
     exists = imap_->imap_selection_info->sel_exists;
   }
+  snapshot_uidvalidity_ = snapshot->uidvalidity;
   if (exists == 0) return {};
   if (mailbox.visible == Visible::kAll && mailbox.max_messages == 0) {
     return fetch_snapshot(nullptr, snapshot);  // the folder name needed libetpan
@@ -360,6 +395,10 @@ bool ImapSession::commit_needs_upstream(const Mailbox::CommitRequest& request) c
 Status ImapSession::commit(const Mailbox::CommitRequest& request) {
   const MailboxConfig& mailbox = settings_->mailbox;
   const std::vector<uint32_t>& deleted = request.deleted;
+  if (Status same = same_uidvalidity(imap_, snapshot_uidvalidity_, name_, folder_, "committing nothing");
+      !same.ok()) {
+    return same;
+  }
   if (mailbox.mark_seen_on_retr && !request.retrieved.empty()) {
     // Those about to be expunged need no \Seen; "seen" sets it with the
     // hide keyword below, in one command. Moved ones take it along.
@@ -368,6 +407,11 @@ Status ImapSession::commit(const Mailbox::CommitRequest& request) {
       seen = without(std::move(seen), deleted);
     }
     if (Status status = store(seen, true, {"\\Seen"}); !status.ok()) return status;
+    if (Status same = same_uidvalidity(imap_, snapshot_uidvalidity_, name_, folder_,
+                                       "\\Seen is set, nothing else is committed");
+        !same.ok()) {
+      return same;
+    }
   }
 
   Status status;
@@ -453,6 +497,11 @@ Status ImapSession::retention() {
 Status ImapSession::remove(const std::vector<uint32_t>& uids, Removal how, const char* why) {
   if (uids.empty()) return {};
   if (broken_ || imap_ == nullptr) return {UpstreamError::kUnavailable, std::string(why) + ": not connected"};
+  if (Status same = same_uidvalidity(imap_, snapshot_uidvalidity_, name_, folder_,
+                                     std::string(why) + ": nothing removed");
+      !same.ok()) {
+    return same;
+  }
   const bool has_move = mailimap_has_extension(imap_, const_cast<char*>("MOVE")) != 0;
   const bool has_uidplus = mailimap_has_extension(imap_, const_cast<char*>("UIDPLUS")) != 0;
   if (how == Removal::kMove && has_move) return transfer(uids, true);
@@ -468,7 +517,20 @@ Status ImapSession::remove(const std::vector<uint32_t>& uids, Removal how, const
   }
   std::vector<uint32_t> already;
   if (Status status = flagged_deleted(uids, &already); !status.ok()) return status;
+  if (Status same = same_uidvalidity(
+          imap_, snapshot_uidvalidity_, name_, folder_,
+          std::string(why) + ": no \\Deleted set" +
+              (how == Removal::kMove ? " (the copies made in move_to stay)" : ""));
+      !same.ok()) {
+    return same;
+  }
   Status status = store(uids, true, {"\\Deleted"});
+  if (status.ok()) {
+    // The STORE's answer may tell of a new UIDVALIDITY: then the flags just
+    // set are taken back below (on the same UIDs), nothing is expunged.
+    status = same_uidvalidity(imap_, snapshot_uidvalidity_, name_, folder_,
+                              std::string(why) + ": not expunging; taking \\Deleted back");
+  }
   if (status.ok()) status = uid_expunge(uids);
   if (!status.ok() && !broken_) {
     // Refused: nothing of ours may stay flagged for another client's

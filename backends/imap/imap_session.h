@@ -158,6 +158,10 @@ class ImapSession {
   // is declared before it.
   std::string folder_ = settings_->upstream.folder;
   bool created_move_to_ = false;            // CREATE after [TRYCREATE] is tried once
+  // The folder's UIDVALIDITY at the snapshot (0: the server gave none). The
+  // commit's UIDs belong to it: no STORE, MOVE, COPY or EXPUNGE is sent once
+  // libetpan has recorded another one (an untagged OK [UIDVALIDITY n]).
+  uint32_t snapshot_uidvalidity_ = 0;
 };
 
 }  // namespace popbridge::imap

@@ -456,6 +456,133 @@ TEST(ImapPolicy, CapabilitiesInTheLoginAnswerCount) {
   EXPECT_EQ(seen, (Commands{"LOGIN alice secret", "LOGOUT"}));
 }
 
+// ---- UIDVALIDITY changed since the snapshot ----
+//
+// The UIDs a session commits are those of its snapshot. When the server
+// says the folder's UIDVALIDITY changed (an untagged OK [UIDVALIDITY n] in
+// any answer libetpan reads), they may name other messages now: no STORE,
+// MOVE, COPY or EXPUNGE goes out after that, and the commit fails
+// (kUnavailable: QUIT answers -ERR [SYS/TEMP]).
+
+constexpr const char* kRenumbered = "* OK [UIDVALIDITY 43] renumbered\r\n";
+
+bool about_uidvalidity(const Status& status) {
+  return status.detail.find("UIDVALIDITY") != std::string::npos;
+}
+
+// Said with the answer to the snapshot's FETCH, after the SELECT (42): the
+// commit sends nothing at all, whatever the policy.
+TEST(ImapPolicy, UidvalidityChangedBeforeQuitCommitsNothing) {
+  struct Case {
+    MailboxConfig mailbox;
+    const char* greeting;
+  };
+  MailboxConfig seen_too = policy(DeletePolicy::kExpunge);
+  seen_too.mark_seen_on_retr = true;
+  MailboxConfig retention = policy(DeletePolicy::kHide);
+  retention.retention_days = 30;
+  const Case cases[] = {{policy(DeletePolicy::kHide), kNone},
+                        {policy(DeletePolicy::kSeen), kNone},
+                        {policy(DeletePolicy::kMove), kAll},
+                        {policy(DeletePolicy::kMove), kUidplusOnly},
+                        {policy(DeletePolicy::kExpunge), kUidplusOnly},
+                        {seen_too, kAll},
+                        {retention, kAll}};
+  for (const Case& c : cases) {
+    Server server(c.greeting, {{kFetchAll, {std::string(kRenumbered) + "$TAG OK done\r\n"}}});
+    {
+      Open open(server, c.mailbox);
+      Status status = open.session.commit({{3, 8}, {3, 4}});
+      EXPECT_EQ(status.error, UpstreamError::kUnavailable) << status.detail;
+      EXPECT_TRUE(about_uidvalidity(status)) << status.detail;
+    }
+    EXPECT_EQ(server.commit_commands(), (Commands{kFetchAll}))
+        << "on_delete " << static_cast<int>(c.mailbox.on_delete);
+  }
+}
+
+TEST(ImapPolicy, UidvalidityRepeatedUnchangedIsNoChange) {
+  Server server(kNone, {{kFetchAll, {"* OK [UIDVALIDITY 42] same\r\n$TAG OK done\r\n"}}});
+  {
+    Open open(server, policy(DeletePolicy::kHide));
+    EXPECT_TRUE(open.session.commit({{3, 8}, {}}).ok());
+  }
+  EXPECT_EQ(server.commit_commands(),
+            (Commands{kFetchAll, "UID STORE 3,8 +FLAGS.SILENT ($POP3Deleted)"}));
+}
+
+// The snapshot taken with SELECT alone (visible = "unseen") counts too.
+TEST(ImapPolicy, UidvalidityChangedAfterAnUnseenSnapshotCommitsNothing) {
+  MailboxConfig mailbox = policy(DeletePolicy::kHide);
+  mailbox.visible = Visible::kUnseen;
+  Server server(kNone,
+                {{"UID SEARCH UNSEEN NOT KEYWORD $POP3Deleted", {"* SEARCH 3 8\r\n$TAG OK done\r\n"}},
+                 {"UID FETCH 3,8 (UID RFC822.SIZE FLAGS)",
+                  {"* 1 FETCH (UID 3 RFC822.SIZE 30 FLAGS ())\r\n"
+                   "* 2 FETCH (UID 8 RFC822.SIZE 80 FLAGS ())\r\n" +
+                   std::string(kRenumbered) + "$TAG OK done\r\n"}}});
+  {
+    Open open(server, mailbox);
+    EXPECT_EQ(open.session.commit({{3, 8}, {}}).error, UpstreamError::kUnavailable);
+  }
+  EXPECT_EQ(server.commit_commands(),
+            (Commands{"UID SEARCH UNSEEN NOT KEYWORD $POP3Deleted",
+                      "UID FETCH 3,8 (UID RFC822.SIZE FLAGS)"}));
+}
+
+// Said with the answer to a step of the commit itself: nothing after it.
+TEST(ImapPolicy, UidvalidityChangedWithTheSeenStoreStopsBeforeHiding) {
+  MailboxConfig mailbox;
+  mailbox.mark_seen_on_retr = true;
+  Server server(kNone, {{"UID STORE 3:4 +FLAGS.SILENT (\\Seen)",
+                         {std::string(kRenumbered) + "$TAG OK done\r\n"}}});
+  {
+    Open open(server, mailbox);
+    Status status = open.session.commit({{4}, {3, 4}});
+    EXPECT_EQ(status.error, UpstreamError::kUnavailable);
+    EXPECT_TRUE(about_uidvalidity(status)) << status.detail;
+  }
+  EXPECT_EQ(server.commit_commands(), (Commands{kFetchAll, "UID STORE 3:4 +FLAGS.SILENT (\\Seen)"}));
+}
+
+TEST(ImapPolicy, UidvalidityChangedBeforeDeletedIsSetExpungesNothing) {
+  Server server(kUidplusOnly, {{"UID SEARCH UID 3,8 DELETED",
+                                {std::string(kRenumbered) + "* SEARCH\r\n$TAG OK done\r\n"}}});
+  {
+    Open open(server, policy(DeletePolicy::kExpunge));
+    EXPECT_EQ(open.session.commit({{3, 8}, {}}).error, UpstreamError::kUnavailable);
+  }
+  // Not even a -FLAGS (\Deleted): none was set.
+  EXPECT_EQ(server.commit_commands(), (Commands{kFetchAll, "UID SEARCH UID 3,8 DELETED"}));
+}
+
+TEST(ImapPolicy, UidvalidityChangedWithTheCopyDeletesNothing) {
+  Server server(kUidplusOnly,
+                {{"UID COPY 3,8 Trash", {std::string(kRenumbered) + "$TAG OK copied\r\n"}}});
+  {
+    Open open(server, policy(DeletePolicy::kMove));
+    EXPECT_EQ(open.session.commit({{3, 8}, {}}).error, UpstreamError::kUnavailable);
+  }
+  EXPECT_EQ(server.commit_commands(),
+            (Commands{kFetchAll, "UID COPY 3,8 Trash", "UID SEARCH UID 3,8 DELETED"}));
+}
+
+// A refused command is tried again on the UIDs still there, after a NOOP:
+// not when the NOOP's answer tells of a new UIDVALIDITY.
+TEST(ImapPolicy, UidvalidityChangedInTheNoopAnswerStopsTheRetry) {
+  Server server(kAll, {{"UID MOVE 3,8 Trash", {"$TAG NO [EXPUNGEISSUED] some are gone\r\n"}},
+                       {"NOOP", {std::string(kRenumbered) + "$TAG OK done\r\n"}},
+                       {"UID SEARCH UID 3,8", {"* SEARCH 3\r\n$TAG OK done\r\n"}}});
+  {
+    Open open(server, policy(DeletePolicy::kMove));
+    Status status = open.session.commit({{3, 8}, {}});
+    EXPECT_EQ(status.error, UpstreamError::kUnavailable);
+    EXPECT_TRUE(about_uidvalidity(status)) << status.detail;
+  }
+  EXPECT_EQ(server.commit_commands(),
+            (Commands{kFetchAll, "UID MOVE 3,8 Trash", "NOOP", "UID SEARCH UID 3,8"}));
+}
+
 // ---- snapshot ----
 
 TEST(ImapPolicy, UnseenWithMaxMessagesSearchesThenFetchesTheOldest) {

@@ -911,6 +911,39 @@ ConfigResult parse_config(std::string_view text, std::string_view source_name) {
   return result;
 }
 
+bool is_loopback_host(std::string_view host) {
+  std::string name(host);
+  if (name.size() > 2 && name.front() == '[' && name.back() == ']') name = name.substr(1, name.size() - 2);
+  in_addr v4{};
+  if (inet_pton(AF_INET, name.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, name.c_str(), &v6) == 1) {
+    return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+  }
+  if (!name.empty() && name.back() == '.') name.pop_back();  // "localhost."
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name == "localhost";
+}
+
+std::vector<std::string> config_warnings(const Config& config) {
+  std::vector<std::string> warnings;
+  for (const UpstreamConfig& upstream : config.upstreams) {
+    if (upstream.tls != TlsMode::kNone) continue;
+    std::vector<HostPort> targets = upstream.hosts;
+    if (targets.empty()) targets.push_back({upstream.host, upstream.port});
+    for (const HostPort& target : targets) {
+      if (is_loopback_host(target.host)) continue;
+      const bool v6 = target.host.find(':') != std::string::npos;
+      warnings.push_back("upstream " + upstream.name + ": " + (v6 ? "[" : "") + target.host +
+                         (v6 ? "]" : "") + ":" + std::to_string(target.port) +
+                         ": tls = \"none\" to a server not on loopback: user names, passwords and "
+                         "mail cross the network in clear text (use tls = \"starttls\" or "
+                         "\"implicit\")");
+    }
+  }
+  return warnings;
+}
+
 ConfigResult load_config_file(const std::string& path) {
   ConfigResult result;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -136,4 +136,13 @@ struct ConfigResult {
 ConfigResult load_config_file(const std::string& path);
 ConfigResult parse_config(std::string_view text, std::string_view source_name);
 
+// What a valid configuration does that an admin should know about, one
+// message each: logged as warnings at start and on reload, printed by
+// --check-config (which still succeeds). Today: an upstream host reached
+// with tls = "none" that is not on loopback (credentials in clear text).
+std::vector<std::string> config_warnings(const Config& config);
+// An upstream host on this machine: 127.0.0.0/8, ::1 (bracketed or not,
+// also as ::ffff:127.x.y.z) or "localhost".
+bool is_loopback_host(std::string_view host);
+
 }  // namespace popbridge

@@ -86,6 +86,8 @@ int main(int argc, char** argv) {
   if (args.size() == 2 && args[0] == "--check-config") {
     auto config = load_or_report(args[1]);
     if (!config || !tls_files_usable(*config, args[1])) return 1;
+    for (const std::string& warning : popbridge::config_warnings(*config))
+      fprintf(stderr, "%s: warning: %s\n", args[1].c_str(), warning.c_str());
     printf("%s: configuration OK\n", args[1].c_str());
     return 0;
   }

@@ -50,6 +50,7 @@ std::shared_ptr<Runtime> Server::make_runtime(Config config) {
       log::warn("upstream ", upstream.name, ": verify = false: the IMAP server's certificate is "
                 "NOT checked; passwords can be intercepted");
   }
+  for (const std::string& warning : config_warnings(config)) log::warn(warning);
   auto backend = std::make_unique<ImapBackend>(loop_, config.upstreams, config.mailbox,
                                                config.server.upstream_threads);
   if (std::string error = backend->configuration_error(); !error.empty()) {

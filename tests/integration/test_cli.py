@@ -6,6 +6,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import time
 import unittest
 
 from harness import (AGAINST_DOVECOT, Popbridge, free_port, make_tempdir, main, popbridge_bin,
@@ -132,6 +133,73 @@ hide_keyword = "$POP3Deleted"
         r = self.run_bin("--check-config", path)
         self.assertEqual(r.returncode, 1)
         self.assertIn("cannot load CA certificates from " + not_pem, r.stderr)
+
+    # ---- tls = "none" to an IMAP server not on this machine ----
+    # 192.0.2.x (TEST-NET-1) is never connected to: warnings come from the
+    # config alone.
+
+    def upstreams_config(self, name, upstreams):
+        text = '[[listener]]\naddress = "127.0.0.1:%d"\n' % free_port()
+        for i, lines in enumerate(upstreams):
+            text += '\n[[upstream]]\nname = "u%d"\n%s' % (i, lines)
+            if i:
+                text += 'domains = ["d%d.example"]\n' % i
+        return self.write(name, text)
+
+    def test_check_config_warns_of_plaintext_upstream_not_on_loopback(self):
+        path = self.upstreams_config("clear.toml", [
+            'host = "192.0.2.1"\n',
+            'hosts = ["127.0.0.1:143", "imap.example.com:143", "[2001:db8::1]:143"]\n',
+            'host = "192.0.2.2"\ntls = "starttls"\n'])
+        r = self.run_bin("--check-config", path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("configuration OK", r.stdout)
+        warnings = [l for l in r.stderr.splitlines() if "warning" in l]
+        self.assertEqual(len(warnings), 3, r.stderr)
+        for warning, where in zip(warnings, ("192.0.2.1:143", "imap.example.com:143",
+                                             "[2001:db8::1]:143")):
+            self.assertTrue(warning.startswith(path + ": warning: "), warning)
+            self.assertIn(where, warning)
+            self.assertIn('tls = "none"', warning)
+            self.assertIn("clear", warning)
+        self.assertNotIn("127.0.0.1", r.stderr)
+        self.assertNotIn("192.0.2.2", r.stderr)  # STARTTLS
+
+    def test_check_config_plaintext_upstream_on_loopback_is_fine(self):
+        path = self.upstreams_config("loopback.toml", [
+            'host = "127.0.0.1"\n', 'host = "127.1.2.3"\n', 'host = "::1"\n',
+            'host = "[::1]"\n', 'host = "localhost"\n', 'host = "LocalHost"\n',
+            'hosts = ["[0:0::1]:143", "127.0.0.53:143", "localhost:1143"]\n'])
+        r = self.run_bin("--check-config", path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stderr, "")
+
+    def test_plaintext_upstream_warning_at_start_and_on_reload(self):
+        path = self.upstreams_config("run.toml", ['host = "192.0.2.1"\nport = 1143\n'])
+        with open(path) as f:
+            port = int(f.read().split(":")[1].split('"')[0])  # the listener's
+        log_path = os.path.join(self.dir, "log")
+
+        def read():
+            with open(log_path, encoding="utf-8") as f:
+                return f.read()
+
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([self.bin, "--config", path], stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log)
+        try:
+            wait_for_port(port, proc=proc, what="popbridge")
+            needle = " warn upstream u0: 192.0.2.1:1143: tls = \"none\" to a server not on loopback"
+            self.assertEqual(read().count(needle), 1, read())
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 20
+            while "reload: done" not in read() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(read().count(needle), 2, read())
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+        self.assertEqual(proc.returncode, 0, read())
 
     def test_running_process_is_not_dumpable(self):
         # PR_SET_DUMPABLE 0: the kernel makes the files of /proc/PID owned by

@@ -694,6 +694,27 @@ TEST(ConfigErrors, ControlCharactersInImapNames) {
   EXPECT_EQ(c.mailbox.move_to, c.upstreams[0].folder);
 }
 
+TEST(ConfigWarnings, PlaintextUpstreamNotOnLoopback) {
+  for (const char* host : {"127.0.0.1", "127.255.0.9", "::1", "[::1]", "0:0::1", "::ffff:127.0.0.2",
+                           "localhost", "LOCALHOST", "localhost."}) {
+    EXPECT_TRUE(is_loopback_host(host)) << host;
+  }
+  for (const char* host : {"192.0.2.1", "128.0.0.1", "10.127.0.1", "::2", "2001:db8::1", "::ffff:10.0.0.1",
+                           "imap.example.com", "localhost.example.com", "mylocalhost"}) {
+    EXPECT_FALSE(is_loopback_host(host)) << host;
+  }
+  Config c = config_of(std::string(kMinimal) +
+                       "hosts = [\"127.0.0.1:143\", \"192.0.2.1:143\", \"[2001:db8::1]:1143\"]\n"
+                       "[[upstream]]\nname = \"b\"\ndomains = [\"b.example\"]\nhost = \"192.0.2.2\"\n"
+                       "tls = \"implicit\"\nport = 993\n");
+  const std::string clear =
+      ": tls = \"none\" to a server not on loopback: user names, passwords and mail cross the "
+      "network in clear text (use tls = \"starttls\" or \"implicit\")";
+  EXPECT_THAT(config_warnings(c), ElementsAre("upstream main: 192.0.2.1:143" + clear,
+                                              "upstream main: [2001:db8::1]:1143" + clear));
+  EXPECT_TRUE(config_warnings(config_of(kMinimal)).empty());  // 127.0.0.1 by default
+}
+
 TEST(ConfigErrors, SyntaxError) {
   auto errors = errors_of("[server]\nlog_level = \n");
   ASSERT_EQ(errors.size(), 1u);

@@ -33,6 +33,9 @@
 #                       debootstraps anew
 #   FRESH_PHASES        which of "demo bench tests" to run (default all three;
 #                       the clone is always made)
+#   FRESH_HOST_CAS=0    do not copy this machine's /usr/local/share/ca-certificates
+#                       into the chroot (copied by default: a TLS-inspecting proxy's
+#                       CA is needed there as here, e.g. for npm)
 #   DEMO_TIMEOUT        seconds for the demo to install, build and listen
 #                       (default 3600)
 #   SKIP_SANITIZERS, CI, BUILD_DIR, ASAN_BUILD_DIR
@@ -201,6 +204,16 @@ EOF
 if [ ! -s "$ROOTFS/etc/resolv.conf" ] && [ -r /etc/resolv.conf ]; then
   rm -f "$ROOTFS/etc/resolv.conf"
   cp -L /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+fi
+# Certificate authorities added by hand to this machine (e.g. those of a
+# TLS-inspecting proxy, without which npm cannot reach its registry from
+# here): the chroot uses this machine's network, so it trusts them too
+# (ca-certificates, which install-deps.sh installs, adds them to the store).
+# FRESH_HOST_CAS=0 leaves them out.
+if [ "${FRESH_HOST_CAS:-1}" != 0 ] && [ -n "$(ls -A /usr/local/share/ca-certificates 2>/dev/null)" ]; then
+  mkdir -p "$ROOTFS/usr/local/share/ca-certificates"
+  cp -a /usr/local/share/ca-certificates/. "$ROOTFS/usr/local/share/ca-certificates/"
+  say "trusting this machine's local CAs: $(ls /usr/local/share/ca-certificates | tr '\n' ' ')"
 fi
 say "Debian $(cat "$ROOTFS/etc/debian_version") minbase ready in $((SECONDS - t0))s"
 t_bootstrap=$((SECONDS - t0))

@@ -95,6 +95,10 @@ struct UpstreamConfig {
   std::string folder = "INBOX";
   Duration connect_timeout = std::chrono::seconds(10);
   Duration command_timeout = std::chrono::seconds(60);
+  // Connections open to this upstream at most (more logins: -ERR [SYS/TEMP]),
+  // and of them still logging in (more logins wait their turn).
+  size_t max_connections = 5000;
+  size_t max_logins_in_flight = 32;
   // TLS to the upstream: the certificate chain and host name are checked
   // against ca_file (empty: the system store) unless verify is false.
   bool verify = true;

@@ -51,8 +51,7 @@ std::shared_ptr<Runtime> Server::make_runtime(Config config) {
                 "NOT checked; passwords can be intercepted");
   }
   for (const std::string& warning : config_warnings(config)) log::warn(warning);
-  auto backend = std::make_unique<ImapBackend>(loop_, config.upstreams, config.mailbox,
-                                               config.server.upstream_threads);
+  auto backend = std::make_unique<ImapBackend>(loop_, config.upstreams, config.mailbox);
   if (std::string error = backend->configuration_error(); !error.empty()) {
     log::error(error);
     backend->shutdown();

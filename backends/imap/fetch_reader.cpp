@@ -296,12 +296,22 @@ bool is_whole_body(std::string_view name) {
   return std::all_of(name.begin() + 1, name.end() - 1, is_digit);
 }
 
+// Whether a body for `uid` is one we asked for and do not have yet.
+bool wanted(const FetchLimits& limits, const FetchAnswer& answer, uint64_t uid) {
+  if (limits.wanted == nullptr) return true;
+  const auto& asked = *limits.wanted;
+  if (std::find(asked.begin(), asked.end(), uid) == asked.end()) return false;
+  return std::none_of(answer.bodies.begin(), answer.bodies.end(),
+                      [uid](const FetchedBody& body) { return body.uid == uid; });
+}
+
 // After "* n FETCH ": the parenthesised message data.
 bool read_fetch(Parser& p, const FetchLimits& limits, FetchAnswer* answer) {
   if (p.peek_char() != '(') return p.fail("expected '(' after FETCH: " + p.context());
   p.skip(1);
   uint64_t uid = 0;
-  bool has_body = false;
+  bool seen_body = false;
+  bool has_body = false;  // seen, and kept
   FetchedBody body;
   while (p.peek_char() != ')') {
     if (p.at_end()) return p.fail("unterminated FETCH response");
@@ -313,9 +323,12 @@ bool read_fetch(Parser& p, const FetchLimits& limits, FetchAnswer* answer) {
     if (is_uid) {
       if (!p.number(&uid)) return false;
     } else if (is_body) {
-      if (has_body) return p.fail("two BODY[] items in one FETCH response");
-      if (!p.nstring(true, limits.max_body, &body.data, &body.nil)) return false;
-      has_body = true;
+      if (seen_body) return p.fail("two BODY[] items in one FETCH response");
+      seen_body = true;
+      // (A body before its UID is held until the UID says whether we want it.)
+      const bool keep = uid == 0 || wanted(limits, *answer, uid);
+      if (!p.nstring(keep, limits.max_body, &body.data, &body.nil)) return false;
+      has_body = keep;
     } else if (!p.skip_value()) {
       return false;
     }
@@ -327,7 +340,7 @@ bool read_fetch(Parser& p, const FetchLimits& limits, FetchAnswer* answer) {
   if (!p.at_end()) return p.fail("unexpected data after FETCH response: " + p.context());
   // A body without a UID cannot be told apart from others: UID FETCH
   // responses always carry one (RFC 3501 6.4.8).
-  if (has_body && uid != 0) {
+  if (has_body && uid != 0 && wanted(limits, *answer, uid)) {
     body.uid = static_cast<uint32_t>(uid);
     answer->bodies.push_back(std::move(body));
   }

@@ -81,6 +81,10 @@ struct FetchAnswer {
 struct FetchLimits {
   uint64_t max_body = 0;        // a larger BODY[] literal is a protocol error
   size_t max_line = 64 * 1024;  // octets of one line between literals
+  // The UIDs asked for: a body for any other, or a second one for the same,
+  // is read and dropped, so a server cannot make us hold more than we asked
+  // for. nullptr keeps every body (tests).
+  const std::vector<uint32_t>* wanted = nullptr;
 };
 
 // Reads responses until the one tagged `tag`. False when the stream failed

@@ -561,7 +561,7 @@ void ImapSession::fetch_bodies(const std::vector<uint32_t>& uids, uint64_t offse
   bool answered;
   {
     MailstreamSource source(stream);  // gives libetpan its buffer back when it goes
-    answered = read_fetch_answer(source, tag, {length, kMaxResponseLine}, &answer, &error);
+    answered = read_fetch_answer(source, tag, {length, kMaxResponseLine, &uids}, &answer, &error);
   }
   if (!answered) {
     return all(lost(command, stream_->failed() ? stream_->failure() : error));

@@ -21,6 +21,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "backends/imap/fiber.h"
+
 namespace popbridge::imap {
 namespace {
 
@@ -68,6 +70,34 @@ std::string address_text(const sockaddr* address, socklen_t length) {
   return text;
 }
 
+// Waits until `fd` is ready for `events` (POLLIN or POLLOUT) or the
+// deadline passes: 1 ready, 0 timed out, -1 poll failed (errno), -2
+// cancelled. Inside a fiber it suspends the fiber on the loop (through
+// *watch, made on first use when given, else a one-off); elsewhere (the
+// unit tests that drive a session directly) it blocks in poll().
+int wait_for(int fd, short events, Clock::time_point deadline, std::unique_ptr<FdWait>* watch) {
+  if (Fiber* fiber = Fiber::current()) {
+    std::unique_ptr<FdWait> one_off;
+    if (watch == nullptr) watch = &one_off;
+    if (!*watch) *watch = std::make_unique<FdWait>(fiber->loop(), fd);
+    switch ((*watch)->wait(events == POLLIN, deadline)) {
+      case FdWait::kReady: return 1;
+      case FdWait::kTimedOut: return 0;
+      case FdWait::kCancelled: return -2;
+    }
+  }
+  for (;;) {
+    pollfd pfd{fd, events, 0};
+    int ready = poll(&pfd, 1, remaining_ms(deadline));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready > 0 && (pfd.revents & POLLNVAL)) {
+      errno = EBADF;
+      return -1;
+    }
+    return ready > 0 ? 1 : ready;
+  }
+}
+
 // One non-blocking connect attempt; returns the socket or -1 with *why.
 int connect_one(const addrinfo* ai, std::chrono::milliseconds timeout, std::string* why) {
   int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
@@ -82,13 +112,11 @@ int connect_one(const addrinfo* ai, std::chrono::milliseconds timeout, std::stri
       return -1;
     }
     auto deadline = Clock::now() + timeout;
-    for (;;) {
-      pollfd pfd{fd, POLLOUT, 0};
-      int ready = poll(&pfd, 1, remaining_ms(deadline));
-      if (ready > 0) break;
-      if (ready < 0 && errno == EINTR) continue;
-      *why = ready == 0 ? "timed out after " + std::to_string(timeout.count()) + " ms"
-                        : "poll: " + errno_text(errno);
+    const int ready = wait_for(fd, POLLOUT, deadline, nullptr);
+    if (ready <= 0) {
+      *why = ready == 0   ? "timed out after " + std::to_string(timeout.count()) + " ms"
+             : ready == -2 ? std::string("shutting down")
+                          : "poll: " + errno_text(errno);
       ::close(fd);
       return -1;
     }
@@ -114,17 +142,28 @@ int connect_one(const addrinfo* ai, std::chrono::milliseconds timeout, std::stri
 mailstream_low* UpstreamStream::connect(const std::string& host, uint16_t port,
                                         Millis connect_timeout, Millis io_timeout,
                                         std::string* error) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
   addrinfo* addresses = nullptr;
   std::string port_text = std::to_string(port);
-  int rc = getaddrinfo(host.c_str(), port_text.c_str(), &hints, &addresses);
-  if (rc != 0) {
-    *error = "cannot resolve " + host + ": " +
-             (rc == EAI_SYSTEM ? errno_text(errno) : std::string(gai_strerror(rc)));
-    return nullptr;
+  if (Fiber::current() != nullptr) {
+    // On the loop: through libuv's resolver, bounded by connect_timeout.
+    int rc = fiber_getaddrinfo(host, port_text, Clock::now() + connect_timeout, &addresses);
+    if (rc != 0) {
+      *error = "cannot resolve " + host + ": " +
+               (rc == UV_ETIMEDOUT ? "timed out after " + std::to_string(connect_timeout.count()) + " ms"
+                                   : std::string(uv_strerror(rc)));
+      return nullptr;
+    }
+  } else {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    int rc = getaddrinfo(host.c_str(), port_text.c_str(), &hints, &addresses);
+    if (rc != 0) {
+      *error = "cannot resolve " + host + ": " +
+               (rc == EAI_SYSTEM ? errno_text(errno) : std::string(gai_strerror(rc)));
+      return nullptr;
+    }
   }
 
   std::string failures;
@@ -137,7 +176,11 @@ mailstream_low* UpstreamStream::connect(const std::string& host, uint16_t port,
       failures += address_text(ai->ai_addr, ai->ai_addrlen) + ": " + why;
     }
   }
-  freeaddrinfo(addresses);
+  if (Fiber::current() != nullptr) {
+    uv_freeaddrinfo(addresses);
+  } else {
+    freeaddrinfo(addresses);
+  }
   if (fd < 0) {
     *error = "cannot connect to " + host + ":" + port_text + " (" + failures + ")";
     return nullptr;
@@ -182,6 +225,7 @@ void UpstreamStream::close() {
     SSL_free(ssl_);
     ssl_ = nullptr;
   }
+  watch_.reset();  // (its poll handle must go before the descriptor)
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
 }
@@ -192,24 +236,35 @@ void UpstreamStream::fail(std::string why) {
 
 bool UpstreamStream::wait(short events, Clock::time_point deadline, Millis budget,
                           const char* what) {
-  for (;;) {
-    pollfd pfd{fd_, events, 0};
-    int ready = poll(&pfd, 1, remaining_ms(deadline));
-    if (ready > 0) {
-      if (pfd.revents & POLLNVAL) {
-        fail(std::string("poll: invalid descriptor while ") + what);
-        return false;
-      }
-      return true;  // readable, writable, or an error that recv/send will report
-    }
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready < 0) {
-      fail("poll: " + errno_text(errno));
-      return false;
-    }
+  const int ready = wait_for(fd_, events, deadline, &watch_);
+  if (ready > 0) return true;  // readable, writable, or an error that recv/send will report
+  if (ready == -2) {
+    fail(std::string("shutting down while ") + what);
+  } else if (ready < 0) {
+    fail(std::string("poll: ") + errno_text(errno) + " while " + what);
+  } else {
     fail("timed out after " + std::to_string(budget.count()) + " ms " + what);
-    return false;
   }
+  return false;
+}
+
+// IMAP is a conversation of commands and answers: a write after a read
+// starts a command, and everything until the next such write shares one
+// deadline, however slowly the answer trickles in.
+Clock::time_point UpstreamStream::command_deadline(bool writing) {
+  if (writing && answer_started_) {
+    answer_started_ = false;
+    deadline_ = Clock::now() + io_timeout_;
+  } else if (!writing) {
+    answer_started_ = true;
+  }
+  return deadline_;
+}
+
+void UpstreamStream::set_io_timeout(Millis timeout) {
+  io_timeout_ = timeout;
+  deadline_ = Clock::now() + timeout;
+  answer_started_ = false;
 }
 
 ssize_t UpstreamStream::read(void* buffer, size_t count) {
@@ -227,8 +282,8 @@ ssize_t UpstreamStream::read(void* buffer, size_t count) {
   // literal reader treats 0 as "no progress yet" and would spin forever.
   if (eof_) return -1;
   if (count == 0) return 0;
-  if (ssl_ != nullptr) return tls_read(buffer, count);
-  auto deadline = Clock::now() + io_timeout_;
+  const auto deadline = command_deadline(false);
+  if (ssl_ != nullptr) return tls_read(buffer, count, deadline);
   for (;;) {
     ssize_t n = ::recv(fd_, buffer, count, 0);
     if (n > 0) return n;
@@ -274,8 +329,8 @@ ssize_t UpstreamStream::write(const void* buffer, size_t count) {
     return -1;
   }
   if (count == 0) return 0;
-  if (ssl_ != nullptr) return tls_write(buffer, count);
-  auto deadline = Clock::now() + io_timeout_;
+  const auto deadline = command_deadline(true);
+  if (ssl_ != nullptr) return tls_write(buffer, count, deadline);
   for (;;) {
     // MSG_NOSIGNAL: a server that hung up must give EPIPE, not kill us.
     ssize_t n = ::send(fd_, buffer, count, MSG_NOSIGNAL);
@@ -622,13 +677,12 @@ std::string UpstreamStream::tls_description() const {
   return std::string(SSL_get_version(ssl_)) + " " + SSL_get_cipher_name(ssl_);
 }
 
-ssize_t UpstreamStream::tls_read(void* buffer, size_t count) {
+ssize_t UpstreamStream::tls_read(void* buffer, size_t count, Clock::time_point deadline) {
   if (tls_dead_) {
     fail("read after a TLS error");
     return -1;
   }
   const int length = static_cast<int>(std::min<size_t>(count, INT_MAX));
-  const auto deadline = Clock::now() + io_timeout_;
   for (;;) {
     // SSL_read first: OpenSSL may hold decrypted bytes (SSL_pending) that
     // the socket will never announce again.
@@ -654,13 +708,12 @@ ssize_t UpstreamStream::tls_read(void* buffer, size_t count) {
   }
 }
 
-ssize_t UpstreamStream::tls_write(const void* buffer, size_t count) {
+ssize_t UpstreamStream::tls_write(const void* buffer, size_t count, Clock::time_point deadline) {
   if (tls_dead_) {
     fail("write after a TLS error");
     return -1;
   }
   const int length = static_cast<int>(std::min<size_t>(count, INT_MAX));
-  const auto deadline = Clock::now() + io_timeout_;
   for (;;) {
     ERR_clear_error();
     socket_errno_ = 0;

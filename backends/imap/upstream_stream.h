@@ -2,9 +2,12 @@
 //
 // Why not libetpan's socket stream: Debian's build waits with select(),
 // which aborts the process on descriptors >= 1024 (a busy proxy gets there),
-// and its TLS checks no certificate. This driver owns a non-blocking socket,
-// waits with poll() and enforces our timeouts (libetpan's own timeout only
-// covers its own connect). Every read or write waits at most io_timeout.
+// and its TLS checks no certificate. This driver owns a non-blocking socket
+// and enforces our deadlines (libetpan's own timeout only covers its own
+// connect). Inside a fiber (fiber.h, the normal case) every wait suspends
+// the fiber on the event loop; elsewhere it blocks in poll(). A command and
+// its whole answer share one deadline, io_timeout after the command went
+// out, however slowly the answer trickles in.
 //
 // TLS is OpenSSL inside the same driver (libetpan's own TLS in Debian is
 // GnuTLS and checks no certificate): start_tls() puts an SSL* on the socket,
@@ -21,6 +24,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+
+#include "backends/imap/fiber.h"
 
 #include <libetpan/libetpan.h>
 
@@ -86,9 +91,10 @@ class UpstreamStream {
   // "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is on, for logs.
   std::string tls_description() const;
 
-  // How long a single read or write may wait (changed for the greeting and
-  // for a quick LOGOUT).
-  void set_io_timeout(Millis timeout) { io_timeout_ = timeout; }
+  // How long a command and its answer may take (changed after the
+  // greeting, and for a quick LOGOUT); the current one ends `timeout` from
+  // now.
+  void set_io_timeout(Millis timeout);
   Millis io_timeout() const { return io_timeout_; }
 
   // Why the connection failed ("timed out ...", "connection closed by
@@ -107,7 +113,8 @@ class UpstreamStream {
   static void free_low(mailstream_low* low);
 
  private:
-  UpstreamStream(int fd, Millis io_timeout) : fd_(fd), io_timeout_(io_timeout) {}
+  UpstreamStream(int fd, Millis io_timeout)
+      : fd_(fd), io_timeout_(io_timeout), deadline_(std::chrono::steady_clock::now() + io_timeout) {}
   ~UpstreamStream();
   static mailstream_low* wrap(UpstreamStream* stream);
 
@@ -115,9 +122,12 @@ class UpstreamStream {
   // saying `budget` was spent).
   bool wait(short events, std::chrono::steady_clock::time_point deadline, Millis budget,
             const char* what);
+  // The deadline of the command a read or write belongs to.
+  std::chrono::steady_clock::time_point command_deadline(bool writing);
   void fail(std::string why);
-  ssize_t tls_read(void* buffer, size_t count);
-  ssize_t tls_write(const void* buffer, size_t count);
+  ssize_t tls_read(void* buffer, size_t count, std::chrono::steady_clock::time_point deadline);
+  ssize_t tls_write(const void* buffer, size_t count,
+                    std::chrono::steady_clock::time_point deadline);
   // Turns a failed SSL_* call into failure(); false if the call should be
   // retried after waiting (WANT_READ/WANT_WRITE, already waited for).
   bool tls_retry(int rc, std::chrono::steady_clock::time_point deadline, Millis budget,
@@ -130,6 +140,9 @@ class UpstreamStream {
 
   int fd_;
   Millis io_timeout_;
+  std::chrono::steady_clock::time_point deadline_;  // of the command in progress
+  bool answer_started_ = false;  // read since the last write: the next write is a new command
+  std::unique_ptr<FdWait> watch_;  // inside a fiber: the loop watches fd_ for us
   bool eof_ = false;
   std::string pending_;  // read ahead by peek_line(), served first by read()
   std::string failure_;

@@ -105,7 +105,7 @@ listen = 127.0.0.1
 {ssl_settings}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
-auth_failure_delay = 0
+auth_failure_delay = {auth_failure_delay}
 auth_cache_size = 0
 default_internal_user = {internal_user}
 default_login_user = {login_user}
@@ -161,8 +161,10 @@ class Dovecot:
     """A private Dovecot instance. Use start()/stop() or as a context manager."""
 
     def __init__(self, mail_user="nobody", pop3_lock_session=False, pool_size=150,
-                 ssl_cert=None, ssl_key=None, ssl="yes"):
-        """ssl_cert/ssl_key: PEM paths (e.g. from certs.CertFactory) turn on
+                 ssl_cert=None, ssl_key=None, ssl="yes", auth_failure_delay="0"):
+        """auth_failure_delay: how long Dovecot delays a failed login (its
+        own default is 2 s; 0 here keeps the tests quick).
+        ssl_cert/ssl_key: PEM paths (e.g. from certs.CertFactory) turn on
         TLS: STARTTLS on imap_port and pop3_port, implicit TLS on imaps_port
         and pop3s_port (both 0 without a certificate). ssl: Dovecot's ssl
         setting with a certificate, "yes" or "required" (no plaintext
@@ -201,7 +203,8 @@ class Dovecot:
                 internal_user=self._existing_user("dovecot", mail_user),
                 login_user=self._existing_user("dovenull", mail_user),
                 hide_keyword=HIDE_KEYWORD,
-                pop3_lock="yes" if pop3_lock_session else "no"))
+                pop3_lock="yes" if pop3_lock_session else "no",
+                auth_failure_delay=auth_failure_delay))
         # Dovecot re-reads the passwd-file at most once a second, so users
         # added while it runs may not log in at once: new_user() hands out
         # users from a pool written before start.

@@ -48,7 +48,7 @@ class InjectionTest : public testing::Test {
  protected:
   InjectionTest()
       : server_("* OK [CAPABILITY IMAP4rev1] hi\r\n", one_message(&lines_)),
-        backend_(loop_.get(), upstream(), mailbox_config(), 1) {}
+        backend_(loop_.get(), upstream(), mailbox_config()) {}
 
   ~InjectionTest() override {
     backend_.shutdown();

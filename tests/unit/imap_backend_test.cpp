@@ -3,6 +3,7 @@
 #include "backends/imap/imap_backend.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <atomic>
@@ -24,6 +25,8 @@ using imap::test_support::FakeImapServer;
 using imap::test_support::Loop;
 
 using imap::test_support::Commands;
+using imap::test_support::read_line;
+using imap::test_support::send_all;
 
 // A mailbox with two messages: UID 3 (hello world, seen) and UID 8.
 FakeImapServer::Answer two_messages(Commands* commands,
@@ -68,7 +71,7 @@ TEST(ImapBackend, LogsInFetchesInChunksAndCommits) {
   Commands commands;
   FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n", two_messages(&commands));
   Loop loop;
-  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 2);
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{});
   const auto loop_thread = std::this_thread::get_id();
 
   std::unique_ptr<Mailbox> mailbox;
@@ -122,7 +125,7 @@ TEST(ImapBackend, MailboxDestroyedWhileFetchingGetsNoHandlerAndLogsOut) {
   Commands commands;
   FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n", two_messages(&commands, 200ms));
   Loop loop;
-  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{});
   std::unique_ptr<Mailbox> mailbox;
   backend.login({"Alice", "secret"}, [&](Status, std::unique_ptr<Mailbox> m, Snapshot) {
     mailbox = std::move(m);
@@ -132,7 +135,7 @@ TEST(ImapBackend, MailboxDestroyedWhileFetchingGetsNoHandlerAndLogsOut) {
   mailbox->fetch(3, 0, 6, [&](Status, std::string) { handler_ran = true; });   // runs
   mailbox->fetch(3, 6, 6, [&](Status, std::string) { handler_ran = true; });   // queued
   mailbox->commit({{3}, {}}, [&](Status) { handler_ran = true; });                   // queued
-  while (!commands.saw("UID FETCH 3 BODY.PEEK[]<0.6>")) std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(loop.run_until([&] { return commands.saw("UID FETCH 3 BODY.PEEK[]<0.6>"); }));
   mailbox.reset();
   ASSERT_TRUE(loop.run_until([&] { return commands.saw("LOGOUT"); }));
   loop.run_until([] { return false; }, 50ms);
@@ -148,7 +151,7 @@ TEST(ImapBackend, WrongPasswordFailsTheLogin) {
   Commands commands;
   FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n", two_messages(&commands));
   Loop loop;
-  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{});
   bool done = false;
   backend.login({"Alice", "wrong"}, [&](Status status, std::unique_ptr<Mailbox> m, Snapshot) {
     EXPECT_EQ(status.error, UpstreamError::kAuthFailed);
@@ -203,7 +206,7 @@ TEST(ImapBackend, SelectAndFetchGoOutTogetherAfterLogin) {
                                  "* 1 EXISTS\r\n* OK [UIDVALIDITY 5] x\r\n$TAG OK done\r\n",
                                  "* 1 FETCH (UID 9 RFC822.SIZE 7 FLAGS ())\r\n$TAG OK done\r\n"));
   Loop loop;
-  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{});
   Snapshot snapshot;
   Status status = login_once(loop, backend, {"alice", "secret"}, &snapshot);
   ASSERT_TRUE(status.ok()) << status.detail;
@@ -227,7 +230,7 @@ TEST(ImapBackend, RefusedLoginSendsNothingBehindIt) {
   FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n",
                         stateful(&commands, "secret", "$TAG OK done\r\n", "$TAG OK done\r\n"));
   Loop loop;
-  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{});
   Status status = login_once(loop, backend, {"alice", "wrong"});
   EXPECT_EQ(status.error, UpstreamError::kAuthFailed);
   EXPECT_EQ(status.detail.find("wrong"), std::string::npos);
@@ -245,7 +248,7 @@ TEST(ImapBackend, LoginQuotesWhatIsNotAnAtomAndAnEmptyFolderMayRefuseFetch) {
                                  "* 0 EXISTS\r\n$TAG OK done\r\n",
                                  "$TAG BAD Invalid messageset\r\n"));
   Loop loop;
-  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{});
   Snapshot snapshot;
   // An empty folder may refuse "1:*": that is no failure.
   Status status = login_once(loop, backend, {"alice", "a b\"c"}, &snapshot);
@@ -263,7 +266,7 @@ TEST(ImapBackend, RefusedSelectIsNoMailbox) {
                         stateful(&commands, "secret", "$TAG NO [NONEXISTENT] no such folder\r\n",
                                  "$TAG BAD no folder selected\r\n"));
   Loop loop;
-  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+  ImapBackend backend(loop.get(), upstream_for(server.port()), MailboxConfig{});
   Status status = login_once(loop, backend, {"alice", "secret"});
   EXPECT_EQ(status.error, UpstreamError::kNoMailbox) << status.detail;
   ASSERT_TRUE(loop.run_until([&] { return commands.saw("LOGOUT"); }));
@@ -285,7 +288,7 @@ TEST(ImapBackend, UnseenOnlyLogsInOneCommandAtATime) {
   Loop loop;
   MailboxConfig mailbox;
   mailbox.visible = Visible::kUnseen;
-  ImapBackend backend(loop.get(), upstream_for(server.port()), mailbox, 1);
+  ImapBackend backend(loop.get(), upstream_for(server.port()), mailbox);
   Status status = login_once(loop, backend, {"alice", "secret"});
   ASSERT_TRUE(status.ok()) << status.detail;
   backend.shutdown();
@@ -297,13 +300,119 @@ TEST(ImapBackend, UnseenOnlyLogsInOneCommandAtATime) {
 
 TEST(ImapBackend, UnreachableUpstreamIsUnavailable) {
   Loop loop;
-  ImapBackend backend(loop.get(), upstream_for(1), MailboxConfig{}, 1);  // port 1: refused
+  ImapBackend backend(loop.get(), upstream_for(1), MailboxConfig{});  // port 1: refused
   bool done = false;
   backend.login({"alice", "x"}, [&](Status status, std::unique_ptr<Mailbox>, Snapshot) {
     EXPECT_EQ(status.error, UpstreamError::kUnavailable);
     done = true;
   });
   ASSERT_TRUE(loop.run_until([&] { return done; }));
+  backend.shutdown();
+  loop.run_until([] { return false; }, 20ms);
+}
+
+TEST(ImapBackend, AnAnswerThatTricklesInStillMeetsTheCommandDeadline) {
+  // One byte every 50 ms keeps every single read short; the command as a
+  // whole still ends at command_timeout.
+  std::atomic<bool> stop{false};
+  imap::test_support::ScriptedServer server([&](int fd) {
+    send_all(fd, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+    read_line(fd);  // LOGIN
+    const std::string drip = "* OK still thinking about it, one octet at a time\r\n";
+    for (size_t i = 0; !stop; i = (i + 1) % drip.size()) {
+      if (::send(fd, &drip[i], 1, MSG_NOSIGNAL) != 1) return;
+      std::this_thread::sleep_for(50ms);
+    }
+  });
+  Loop loop;
+  UpstreamConfig upstream = upstream_for(server.port());
+  upstream.command_timeout = 400ms;
+  ImapBackend backend(loop.get(), upstream, MailboxConfig{});
+  Status result;
+  bool done = false;
+  backend.login({"alice", "x"}, [&](Status status, std::unique_ptr<Mailbox>, Snapshot) {
+    result = status;
+    done = true;
+  });
+  EXPECT_TRUE(loop.run_until([&] { return done; }, 5s));
+  stop = true;
+  EXPECT_EQ(result.error, UpstreamError::kUnavailable);
+  EXPECT_NE(result.detail.find("timed out"), std::string::npos) << result.detail;
+  backend.shutdown();
+  loop.run_until([] { return false; }, 20ms);
+}
+
+TEST(ImapBackend, LoginsBeyondMaxLoginsInFlightWaitTheirTurn) {
+  // A server that completes TCP connections and never greets: each login
+  // holds its slot until connect_timeout.
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), length), 0);
+  ASSERT_EQ(listen(listener, 16), 0);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  Loop loop;
+  UpstreamConfig upstream = upstream_for(ntohs(address.sin_port));
+  upstream.connect_timeout = 300ms;
+  upstream.max_logins_in_flight = 2;
+  ImapBackend backend(loop.get(), upstream, MailboxConfig{});
+  int done = 0;
+  for (int i = 0; i < 4; ++i) {
+    backend.login({"alice", "x"}, [&](Status status, std::unique_ptr<Mailbox>, Snapshot) {
+      EXPECT_EQ(status.error, UpstreamError::kUnavailable);
+      ++done;
+    });
+  }
+  // Two connect; two wait. (Each connection completed is one we can accept.)
+  loop.run_until([] { return false; }, 100ms);
+  const auto accept_all = [&] {
+    int count = 0;
+    for (;;) {
+      pollfd pfd{listener, POLLIN, 0};
+      if (poll(&pfd, 1, 0) != 1) return count;
+      int fd = accept(listener, nullptr, nullptr);
+      if (fd < 0) return count;
+      ::close(fd);
+      ++count;
+    }
+  };
+  EXPECT_EQ(accept_all(), 2);
+  EXPECT_EQ(done, 0);
+  // As the first two give up, the other two go.
+  ASSERT_TRUE(loop.run_until([&] { return done == 4; }, 5s));
+  EXPECT_EQ(accept_all(), 2);
+  backend.shutdown();
+  loop.run_until([] { return false; }, 20ms);
+  ::close(listener);
+}
+
+TEST(ImapBackend, MaxConnectionsRefusesTheLoginBeyondIt) {
+  Commands commands;
+  FakeImapServer server("* OK [CAPABILITY IMAP4rev1] hi\r\n", two_messages(&commands));
+  Loop loop;
+  UpstreamConfig upstream = upstream_for(server.port());
+  upstream.max_connections = 1;
+  ImapBackend backend(loop.get(), upstream, MailboxConfig{});
+  std::unique_ptr<Mailbox> first;
+  bool first_done = false;
+  backend.login({"Alice", "secret"}, [&](Status status, std::unique_ptr<Mailbox> m, Snapshot) {
+    EXPECT_TRUE(status.ok()) << status.detail;
+    first = std::move(m);
+    first_done = true;
+  });
+  Status second;
+  bool second_done = false;
+  backend.login({"Alice", "secret"}, [&](Status status, std::unique_ptr<Mailbox>, Snapshot) {
+    second = status;
+    second_done = true;
+  });
+  ASSERT_TRUE(loop.run_until([&] { return first_done && second_done; }));
+  EXPECT_EQ(second.error, UpstreamError::kUnavailable);
+  EXPECT_EQ(second.detail, "upstream max_connections reached");
+  const std::vector<std::string> seen = commands.get();
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), "LOGIN Alice secret"), 1);
   backend.shutdown();
   loop.run_until([] { return false; }, 20ms);
 }
@@ -317,17 +426,18 @@ TEST(ImapBackend, ShutdownWithALoginInFlightCallsNothing) {
                         });
   Loop loop;
   auto backend =
-      std::make_unique<ImapBackend>(loop.get(), upstream_for(server.port()), MailboxConfig{}, 1);
+      std::make_unique<ImapBackend>(loop.get(), upstream_for(server.port()), MailboxConfig{});
   bool called = false;
   backend->login({"alice", "x"}, [&](Status, std::unique_ptr<Mailbox>, Snapshot) { called = true; });
   backend->login({"bob", "y"}, [&](Status, std::unique_ptr<Mailbox>, Snapshot) { called = true; });
-  while (commands.get().empty()) std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(loop.run_until([&] { return !commands.get().empty(); }));
   auto before = std::chrono::steady_clock::now();
   backend->shutdown();  // does not wait for the running login
   backend.reset();
-  EXPECT_LT(std::chrono::steady_clock::now() - before, 500ms);
-  // The loop ends once the login job gives up (command_timeout).
+  // The running login's wait is cancelled: the loop ends at once, long
+  // before command_timeout.
   EXPECT_TRUE(loop.run_until([&] { return loop.drained(); }));
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 500ms);
   EXPECT_FALSE(called);
 }
 

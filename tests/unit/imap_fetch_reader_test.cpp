@@ -64,6 +64,33 @@ TEST(FetchReader, SingleBody) {
   EXPECT_EQ(r.left, "");
 }
 
+TEST(FetchReader, KeepsOnlyTheBodiesAskedForOnceEach) {
+  // A hostile server answers with bodies for UIDs never asked for, and
+  // twice for one that was: only the first body of each UID asked for is
+  // kept; the rest is read and dropped, whatever its size.
+  const std::vector<uint32_t> asked = {7, 9};
+  std::string input;
+  for (uint32_t uid = 100; uid < 140; ++uid) {
+    input += "* 1 FETCH (UID " + std::to_string(uid) + " BODY[] " + lit(std::string(90, 'x')) + ")\r\n";
+  }
+  input += "* 2 FETCH (UID 7 BODY[] " + lit("seven") + ")\r\n";
+  input += "* 2 FETCH (UID 7 BODY[] " + lit("seven again") + ")\r\n";
+  input += "* 3 FETCH (BODY[] " + lit("nine, UID after") + " UID 9)\r\n";
+  input += "* 4 FETCH (BODY[] " + lit("unasked, UID after") + " UID 11)\r\n";
+  input += "1 OK done\r\n";
+  const Read r = run(input, "1", {100, 1024, &asked});
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(uids(r.answer), (std::vector<uint32_t>{7, 9}));
+  EXPECT_EQ(r.answer.bodies[0].data, "seven");
+  EXPECT_EQ(r.answer.bodies[1].data, "nine, UID after");
+  // Unasked literals may even be larger than what was asked for.
+  const Read big = run("* 1 FETCH (UID 5 BODY[] " + lit(std::string(5000, 'y')) +
+                           ")\r\n* 2 FETCH (UID 7 BODY[] " + lit("ok") + ")\r\n1 OK done\r\n",
+                       "1", {100, 1024, &asked});
+  ASSERT_TRUE(big.ok) << big.error;
+  EXPECT_EQ(uids(big.answer), std::vector<uint32_t>{7});
+}
+
 // '[' is an atom character; it opens a section only after BODY and the
 // like, so a keyword such as "a[b" in a flag update is no error.
 TEST(FetchReader, BracketInAKeywordIsAnAtomCharacter) {

@@ -203,7 +203,7 @@ TEST(ImapRouter, BackendRoutesByDomainOverOnePool) {
     ImapBackend backend(loop.get(),
                         {at(a.port(), upstream("a", {})),
                          at(b.port(), upstream("b", {"b.example"}, UpstreamConfig::Username::kLocal))},
-                        mailbox, 1);
+                        mailbox);
     LoginOutcome carol;
     login(loop, backend, "carol@B.example#Archive", &carol);
     ASSERT_TRUE(carol.status.ok()) << carol.status.detail;
@@ -231,8 +231,7 @@ TEST(ImapRouter, BackendRefusesAnUnroutedLoginWithoutConnecting) {
   FakeImapServer a("* OK [CAPABILITY IMAP4rev1] a\r\n", commands.answer());
   Loop loop;
   {
-    ImapBackend backend(loop.get(), {at(a.port(), upstream("a", {"a.example"}))}, MailboxConfig{},
-                        1);
+    ImapBackend backend(loop.get(), {at(a.port(), upstream("a", {"a.example"}))}, MailboxConfig{});
     bool returned = false;
     bool called_early = false;
     LoginOutcome out;
@@ -262,7 +261,7 @@ TEST(ImapRouter, BackendCommitRunsThePolicy) {
     MailboxConfig mailbox;
     mailbox.on_delete = DeletePolicy::kMove;
     mailbox.mark_seen_on_retr = true;
-    ImapBackend backend(loop.get(), at(a.port(), upstream("a", {})), mailbox, 1);
+    ImapBackend backend(loop.get(), at(a.port(), upstream("a", {})), mailbox);
     LoginOutcome out;
     login(loop, backend, "alice", &out);
     ASSERT_TRUE(out.status.ok()) << out.status.detail;
@@ -291,7 +290,7 @@ TEST(ImapRouter, BackendRefusesExpungeWithoutUidplus) {
   {
     MailboxConfig mailbox;
     mailbox.on_delete = DeletePolicy::kExpunge;
-    ImapBackend backend(loop.get(), at(a.port(), upstream("a", {})), mailbox, 1);
+    ImapBackend backend(loop.get(), at(a.port(), upstream("a", {})), mailbox);
     LoginOutcome out;
     login(loop, backend, "alice", &out);
     EXPECT_EQ(out.status.error, UpstreamError::kRefused);

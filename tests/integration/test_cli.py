@@ -2,6 +2,7 @@
 clean exit on SIGTERM; no core dumps (the process and the systemd unit)."""
 
 import os
+import tempfile
 import pwd
 import shutil
 import signal
@@ -214,7 +215,26 @@ hide_keyword = "$POP3Deleted"
             nobody = pwd.getpwnam("nobody")
             user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
         uid = user.get("user", os.geteuid())
-        proc = subprocess.Popen([self.bin, "--config", path], stdin=subprocess.DEVNULL,
+        binary = self.bin
+        if user:
+            # The build may sit where nobody cannot reach it (/root is 0700):
+            # run a copy from a world-readable directory.
+            copy_dir = tempfile.mkdtemp(prefix="popbridge-bin-")
+            self.addCleanup(shutil.rmtree, copy_dir, True)
+            os.chmod(copy_dir, 0o755)
+            binary = os.path.join(copy_dir, "popbridge")
+            shutil.copy(self.bin, binary)
+            os.chmod(binary, 0o755)
+            os.chmod(path, 0o644)
+            parent = os.path.dirname(path)
+            while parent not in ("/", ""):
+                if not os.stat(parent).st_mode & 0o001:
+                    shutil.copy(path, os.path.join(copy_dir, "run.toml"))
+                    path = os.path.join(copy_dir, "run.toml")
+                    os.chmod(path, 0o644)
+                    break
+                parent = os.path.dirname(parent)
+        proc = subprocess.Popen([binary, "--config", path], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **user)
         try:
             wait_for_port(port, proc=proc, what="popbridge")

@@ -26,6 +26,21 @@ struct UpstreamLoad {
   size_t connections = 0;
   size_t logging_in = 0;
   std::deque<std::function<void()>> waiting;  // logins to start, in order
+
+  // Starts `login` now if a slot is free, else queues it.
+  void admit(std::function<void()> login) {
+    waiting.push_back(std::move(login));
+    start_waiting();
+  }
+  // Starts waiting logins, oldest first, while slots are free.
+  void start_waiting() {
+    while (!waiting.empty() && logging_in < max_logins_in_flight) {
+      auto next = std::move(waiting.front());
+      waiting.pop_front();
+      ++logging_in;
+      next();  // posts the login's job; it runs later
+    }
+  }
 };
 
 }  // namespace imap
@@ -55,12 +70,7 @@ class LoginSlot {
   explicit LoginSlot(std::shared_ptr<UpstreamLoad> load) : load_(std::move(load)) {}
   ~LoginSlot() {
     --load_->logging_in;
-    if (!load_->waiting.empty() && load_->logging_in < load_->max_logins_in_flight) {
-      auto next = std::move(load_->waiting.front());
-      load_->waiting.pop_front();
-      ++load_->logging_in;
-      next();  // posts the next login's job; it runs later
-    }
+    load_->start_waiting();
   }
   LoginSlot(const LoginSlot&) = delete;
   LoginSlot& operator=(const LoginSlot&) = delete;
@@ -250,12 +260,7 @@ void ImapBackend::login(const Credentials& credentials, LoginHandler done) {
                std::move(result.snapshot));
         });
   };
-  if (load->logging_in < load->max_logins_in_flight) {
-    ++load->logging_in;
-    start();
-  } else {
-    load->waiting.push_back(std::move(start));
-  }
+  load->admit(std::move(start));
 }
 
 std::string ImapBackend::configuration_error() const {

@@ -176,11 +176,7 @@ mailstream_low* UpstreamStream::connect(const std::string& host, uint16_t port,
       failures += address_text(ai->ai_addr, ai->ai_addrlen) + ": " + why;
     }
   }
-  if (Fiber::current() != nullptr) {
-    uv_freeaddrinfo(addresses);
-  } else {
-    freeaddrinfo(addresses);
-  }
+  freeaddrinfo(addresses);  // (uv_getaddrinfo's result is getaddrinfo's)
   if (fd < 0) {
     *error = "cannot connect to " + host + ":" + port_text + " (" + failures + ")";
     return nullptr;
